@@ -1,0 +1,237 @@
+"""Building blocks of the canonical RxT model, written to export cleanly to ONNX.
+
+No hidden state, no data-dependent Python control flow: every shape decision is made from the config at
+construction time, so one traced graph serves any number of tokens. Numerics follow the reference
+implementation: RMSNorm with float32 machine epsilon, interleaved (GPT-J style) RoPE, SwiGLU with the linear
+half first, softmax top-k routing with renormalised weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import Activation, AttentionConfig, FeedForwardConfig, NormKind
+
+RMS_EPS = torch.finfo(torch.float32).eps  # nn.RMSNorm(eps=None) in fp32: ~1.19e-7, not 1e-6
+
+
+def activation(name: Activation):
+    return {
+        "silu": F.silu,
+        "swish": F.silu,
+        "gelu": F.gelu,
+        "relu": F.relu,
+        "sigmoid": torch.sigmoid,
+        "tanh": torch.tanh,
+        "linear": lambda x: x,
+    }[name]
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = RMS_EPS):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Written out (not F.rms_norm) so every exporter and opset handles it; computed in fp32.
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (y * self.weight.float()).to(x.dtype)
+
+
+def make_norm(kind: NormKind, dim: int) -> nn.Module:
+    return RMSNorm(dim) if kind == "rms" else nn.LayerNorm(dim)
+
+
+# --- RoPE ------------------------------------------------------------------------------------------
+def rope_inv_freq(head_dim: int, base: float) -> torch.Tensor:
+    return 1.0 / (base ** (torch.arange(0, head_dim, 2).float() / head_dim))  # [hd/2]
+
+
+def rope_angles(positions: torch.Tensor, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape [T, 1, hd/2] for positions [T] (broadcast over batch and heads of [B, T, H, hd])."""
+    freqs = positions.float()[:, None] * inv_freq[None, :]
+    return freqs.cos()[:, None, :], freqs.sin()[:, None, :]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs (x[2i], x[2i+1]) of x [B, T, H, hd] and write them back interleaved."""
+    b, t, h, d = x.shape
+    pairs = x.reshape(b, t, h, d // 2, 2)
+    x1, x2 = pairs[..., 0], pairs[..., 1]
+    c, s = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.stack((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1).reshape(b, t, h, d)
+
+
+# --- Attention -------------------------------------------------------------------------------------
+class Attention(nn.Module):
+    """Multi-head attention covering MHA / GQA / MQA / SQA (incl. reverse SQA) through q_heads vs kv_heads."""
+
+    def __init__(self, cfg: AttentionConfig, dim: int):
+        super().__init__()
+        self.cfg = cfg
+        hd = cfg.head_dim
+        self.q_proj = nn.Linear(dim, cfg.q_heads * hd, bias=False)
+        self.k_proj = nn.Linear(dim, cfg.kv_heads * hd, bias=False)
+        self.v_proj = nn.Linear(dim, cfg.kv_heads * hd, bias=False)
+        self.out_proj = nn.Linear(cfg.out_heads * hd, dim, bias=cfg.out_bias)
+        self.gate_proj = nn.Linear(dim, cfg.out_heads * hd, bias=False) if cfg.gated else None
+
+    def queries(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, D] -> [B, T, Hq, hd]
+        b, t, _ = x.shape
+        return self.q_proj(x).view(b, t, self.cfg.q_heads, self.cfg.head_dim)
+
+    def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # -> 2 x [B, S, Hkv, hd]
+        b, s, _ = x.shape
+        shape = (b, s, self.cfg.kv_heads, self.cfg.head_dim)
+        return self.k_proj(x).view(shape), self.v_proj(x).view(shape)
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        bias: torch.Tensor | None,
+        gate_input: torch.Tensor,
+    ) -> torch.Tensor:
+        """q [B, T, Hq, hd]; k, v [B, Hkv, S, hd]; bias additive, broadcastable to [B, 1, 1, T, S]."""
+        b, t, hq, hd = q.shape
+        hkv = self.cfg.kv_heads
+        if hq < hkv:  # reverse SQA: tile the whole query-head block up to the K/V head count
+            q = q.repeat(1, 1, hkv // hq, 1)
+        groups = q.shape[2] // hkv
+        # Query heads h = kv * groups + g share K/V head kv: fold the group into the query rows, no K/V repeat.
+        qg = q.reshape(b, t, hkv, groups, hd).permute(0, 2, 3, 1, 4)  # [B, Hkv, G, T, hd]
+        scores = torch.matmul(qg, k.unsqueeze(2).transpose(-1, -2)) * (
+            1.0 / math.sqrt(hd)
+        )  # [B, Hkv, G, T, S]
+        if bias is not None:
+            scores = scores + bias
+        probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+        out = torch.matmul(probs, v.unsqueeze(2))  # [B, Hkv, G, T, hd]
+        out = out.permute(0, 3, 1, 2, 4).reshape(b, t, hkv * groups * hd)
+        if self.gate_proj is not None:
+            out = out * activation(self.cfg.gate_activation)(self.gate_proj(gate_input))
+        return self.out_proj(out)
+
+
+def heads_first(x: torch.Tensor) -> torch.Tensor:  # [B, S, H, hd] -> [B, H, S, hd]
+    return x.transpose(1, 2)
+
+
+def padding_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, S] of 0/1 -> additive [B, 1, 1, 1, S] (-inf on padding)."""
+    zero = torch.zeros((), dtype=dtype)
+    return torch.where(mask[:, None, None, None, :] > 0, zero, torch.full((), float("-inf"), dtype=dtype))
+
+
+# --- Feed-forward ----------------------------------------------------------------------------------
+class DenseFeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int, act: Activation, gated: bool, bias: bool):
+        super().__init__()
+        self.act, self.gated = activation(act), gated
+        self.fc1 = nn.Linear(dim, hidden * 2 if gated else hidden, bias=bias)
+        self.fc2 = nn.Linear(hidden, dim, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        if self.gated:
+            lin, gate = h.chunk(2, dim=-1)  # first half linear, second half through the activation
+            h = lin * self.act(gate)
+        else:
+            h = self.act(h)
+        return self.fc2(h)
+
+
+def _expert_mlp(x: torch.Tensor, w1, b1, w2, b2, act, gated: bool) -> torch.Tensor:
+    """x [N, D] through stacked experts w1 [E, D, H'] w2 [E, H, D] -> [E, N, D]."""
+    h = torch.matmul(x.unsqueeze(0), w1)  # [E, N, H']
+    if b1 is not None:
+        h = h + b1.unsqueeze(1)
+    if gated:
+        lin, gate = h.chunk(2, dim=-1)
+        h = lin * act(gate)
+    else:
+        h = act(h)
+    out = torch.matmul(h, w2)
+    return out + b2.unsqueeze(1) if b2 is not None else out
+
+
+class MoEFeedForward(nn.Module):
+    """Top-k routed experts plus optional shared experts.
+
+    Every expert is evaluated for every token and combined with the (sparse) routing weights: no data-dependent
+    dispatch, so the same graph serves prompts and single-token steps. Cost: E/k times the routed FLOPs.
+    """
+
+    def __init__(self, cfg: FeedForwardConfig, dim: int):
+        super().__init__()
+        self.cfg, self.act = cfg, activation(cfg.activation)
+        e, h = cfg.num_experts, cfg.hidden_dim
+        width = 2 * h if cfg.gated else h
+        self.router = nn.Linear(dim, e, bias=False)
+        self.w1 = nn.Parameter(torch.zeros(e, dim, width))
+        self.w2 = nn.Parameter(torch.zeros(e, h, dim))
+        local = cfg.expert_bias == "local"
+        self.b1 = nn.Parameter(torch.zeros(e, width)) if local else None
+        self.b2 = nn.Parameter(torch.zeros(e, dim)) if local else None
+        self.global_bias = nn.Parameter(torch.zeros(dim)) if cfg.expert_bias == "global" else None
+        ns, sh = cfg.num_shared_experts, cfg.shared_hidden_dim or h
+        self.shared = None
+        self.shared_w1 = self.shared_w2 = self.shared_b1 = self.shared_b2 = self.shared_gate = None
+        if ns == 1:
+            self.shared = DenseFeedForward(
+                dim, sh, cfg.activation, cfg.gated, bias=cfg.shared_bias == "local"
+            )
+        elif ns > 1:
+            sw = 2 * sh if cfg.gated else sh
+            self.shared_w1 = nn.Parameter(torch.zeros(ns, dim, sw))
+            self.shared_w2 = nn.Parameter(torch.zeros(ns, sh, dim))
+            if cfg.shared_bias == "local":
+                self.shared_b1 = nn.Parameter(torch.zeros(ns, sw))
+                self.shared_b2 = nn.Parameter(torch.zeros(ns, dim))
+            self.shared_gate = nn.Linear(dim, ns, bias=False)
+        self.shared_global_bias = (
+            nn.Parameter(torch.zeros(dim)) if ns > 0 and cfg.shared_bias == "global" else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])  # [N, D]
+        probs = torch.softmax(self.router(x).float(), dim=-1)
+        top_w, top_i = probs.topk(cfg.top_k, dim=-1)
+        top_w = top_w / (top_w.sum(-1, keepdim=True) + 1e-9)
+        if cfg.weighted_shared:
+            top_w = top_w * (cfg.top_k / (cfg.top_k + cfg.num_shared_experts))
+        route = torch.zeros_like(probs).scatter(1, top_i, top_w).to(x.dtype)  # [N, E], k non-zeros per row
+        experts = _expert_mlp(x, self.w1, self.b1, self.w2, self.b2, self.act, cfg.gated)  # [E, N, D]
+        out = torch.einsum("ne,end->nd", route, experts)
+        if self.global_bias is not None:
+            out = out + self.global_bias
+        if cfg.num_shared_experts > 0:
+            if self.shared is not None:
+                shared = self.shared(x)
+            else:
+                per = _expert_mlp(
+                    x, self.shared_w1, self.shared_b1, self.shared_w2, self.shared_b2, self.act, cfg.gated
+                )
+                weights = torch.softmax(self.shared_gate(x).float(), dim=-1).to(x.dtype)  # [N, S]
+                shared = torch.einsum("ns,snd->nd", weights, per)
+            if self.shared_global_bias is not None:
+                shared = shared + self.shared_global_bias
+            if cfg.weighted_shared:
+                shared = shared * (cfg.num_shared_experts / (cfg.top_k + cfg.num_shared_experts))
+            out = out + shared
+        return out.reshape(shape)
+
+
+def make_ffn(cfg: FeedForwardConfig, dim: int) -> nn.Module:
+    if cfg.is_moe:
+        return MoEFeedForward(cfg, dim)
+    return DenseFeedForward(dim, cfg.hidden_dim, cfg.activation, cfg.gated, cfg.bias)

@@ -1,0 +1,191 @@
+"""Canonical model -> model package: four ONNX graphs, manifest, tokenizer and initial STM.
+
+The package is built in a temporary directory beside the destination and renamed into place only when every
+graph has passed `onnx.checker` (full check) and loaded in onnxruntime with all optimizations on, so a failure
+never leaves a half-written package behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rxt_edge import contract
+from rxt_edge.manifest import Manifest, _created_by, sha256_file, write_manifest
+
+from .checkpoints import SourceInfo
+from .graphs import WRAPPERS, example_inputs, model_dims
+from .model import RxTModel
+
+DEFAULT_OPSET = 18
+EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with headroom
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
+NP_DTYPES = {"fp32": "float32", "fp16": "float16"}
+
+
+class ExportError(RuntimeError):
+    """Export failed; the message says which graph and why. Nothing was written at the destination."""
+
+
+def _dynamic_shapes(specs: list[contract.TensorSpec]):
+    from torch.export import Dim
+
+    dims = {
+        "batch": Dim("batch", max=1024),
+        "seq": Dim("seq", max=65536),
+        "past_seq": Dim("past_seq", max=65536),
+    }
+    return [{i: dims[s] for i, s in enumerate(spec.shape) if isinstance(s, str)} or None for spec in specs]
+
+
+def export_graph(model: RxTModel, graph: str, path: Path, precision: str, opset: int) -> None:
+    dims = model_dims(model)
+    ins, outs = contract.graph_io(dims, graph, NP_DTYPES[precision])
+    wrapper = WRAPPERS[graph](model).eval()
+    args = example_inputs(dims, graph, PRECISIONS[precision])
+    shapes = _dynamic_shapes(ins)
+    if graph == contract.DECODER:  # forward(input_ids, *state): the varargs form one tuple
+        shapes = [shapes[0], tuple(shapes[1:])]
+    n_bytes = sum(p.numel() * p.element_size() for p in wrapper.parameters())
+    with warnings.catch_warnings(), open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
+        program = torch.onnx.export(
+            wrapper,
+            args,
+            dynamic_shapes=tuple(shapes),
+            input_names=[s.name for s in ins],
+            output_names=[s.name for s in outs],
+            opset_version=opset,
+            dynamo=True,
+            optimize=True,
+            verbose=False,
+        )
+    program.save(str(path), external_data=n_bytes > EXTERNAL_DATA_BYTES)
+
+
+def check_graph(path: Path) -> None:
+    """Full ONNX check, then a load in onnxruntime with every graph optimization on."""
+    import onnx
+    import onnxruntime as ort
+
+    onnx.checker.check_model(str(path), full_check=True)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _tokenizer_kind(path: Path) -> str:
+    if path.suffix == ".json":
+        return "tokenizers"
+    if path.suffix == ".model":
+        return "sentencepiece"
+    raise ExportError(
+        f"{path}: unknown tokenizer file type (expected tokenizer.json or a sentencepiece .model)"
+    )
+
+
+def export_package(
+    model: RxTModel,
+    source: SourceInfo,
+    output: str | Path,
+    precision: str = "fp32",
+    opset: int = DEFAULT_OPSET,
+    tokenizer: str | Path | None = None,
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Manifest:
+    """Write a complete model package to `output` (atomically) and return its manifest."""
+    if precision not in PRECISIONS:
+        raise ExportError(f"precision {precision!r} is not supported; choose one of {sorted(PRECISIONS)}")
+    output = Path(output)
+    tok_file = Path(tokenizer) if tokenizer else source.tokenizer_file
+    if tok_file is None or not tok_file.is_file():
+        raise ExportError(
+            f"no tokenizer found for {source.path}: put tokenizer.json or tokenizer.model in the checkpoint "
+            "directory or pass --tokenizer"
+        )
+    if output.exists() and not overwrite:
+        raise ExportError(f"{output} already exists; pass --overwrite to replace it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(output.parent, os.W_OK):
+        raise ExportError(f"{output.parent} is not writable")
+    dims = model_dims(model)
+    model = model.to(PRECISIONS[precision]).eval()
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        graphs = {}
+        for name in contract.GRAPH_NAMES:
+            if progress:
+                progress(name)
+            path = staging / f"{name}.onnx"
+            try:
+                with torch.no_grad():
+                    export_graph(model, name, path, precision, opset)
+                check_graph(path)
+            except Exception as e:  # noqa: BLE001 - any exporter failure is reported with the graph name
+                raise ExportError(f"exporting the {name} graph failed: {type(e).__name__}: {e}") from e
+            ins, outs = contract.graph_io(dims, name, NP_DTYPES[precision])
+            extra = sorted(p for p in staging.iterdir() if p.name.startswith(f"{name}.onnx") and p != path)
+            graphs[name] = {
+                "file": path.name,
+                "sha256": sha256_file(path),
+                "size": path.stat().st_size,
+                "external_data": [
+                    {"file": p.name, "sha256": sha256_file(p), "size": p.stat().st_size} for p in extra
+                ],
+                "inputs": [s.to_json() for s in ins],
+                "outputs": [s.to_json() for s in outs],
+                "precision": precision,
+            }
+        stm_path = staging / "initial_stm.npy"
+        np.save(
+            stm_path,
+            model.initial_stm.detach().float().cpu().numpy().astype(NP_DTYPES[precision]),
+            allow_pickle=False,
+        )
+        tok_dest = staging / (
+            "tokenizer.json" if _tokenizer_kind(tok_file) == "tokenizers" else "tokenizer.model"
+        )
+        shutil.copyfile(tok_file, tok_dest)
+        manifest = Manifest.from_json(
+            {
+                "format": "rxt-edge-package",
+                "format_version": 1,
+                "created_by": _created_by(),
+                "model": dims.to_json(),
+                "special_tokens": dict(model.cfg.special_tokens),
+                "tokenizer": {
+                    "kind": _tokenizer_kind(tok_file),
+                    "file": tok_dest.name,
+                    "sha256": sha256_file(tok_dest),
+                },
+                "initial_stm": {
+                    "file": stm_path.name,
+                    "sha256": sha256_file(stm_path),
+                    "source": "checkpoint",
+                },
+                "graphs": graphs,
+                "precision": precision,
+                "opset": opset,
+                "quantization": None,
+                "source": {"format": source.format, "fingerprint": source.fingerprint, "path": source.path},
+            }
+        )
+        write_manifest(staging, manifest)
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(staging, output)
+        return manifest
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -1,0 +1,174 @@
+"""`rxt-edge verify`: prove a package computes what its source checkpoint computes.
+
+Two checks per turn of a scripted multi-turn greedy conversation:
+- per graph, on identical inputs (teacher forcing on the torch answer, the torch STM fed to the graphs):
+  max |logits| difference of the decoder (and memory_kv feeding it), the encoder's output, the memory update's STM;
+- end to end, the torch-free runtime (RxTSession) holding its own conversation: greedy token agreement with torch
+  and the STM difference after each turn (drift accumulated over turns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from rxt_edge import contract
+from rxt_edge.session import RxTSession
+
+from .model import RxTModel
+from .torch_chat import TorchConversation
+
+# Documented in docs/verify.md.
+TOLERANCES = {
+    "fp32": {"logits": 1e-4, "encoder": 1e-4, "stm": 1e-4, "token_agreement": 1.0},
+    "fp16": {"logits": 5e-2, "encoder": 5e-2, "stm": 5e-2, "token_agreement": 0.9},
+}
+DEFAULT_QUERIES = [
+    "Hi, I'm Ann and I live in Paris.",
+    "What is the weather like today?",
+    "Tell me a joke about cats.",
+    "What is my name?",
+    "Where do I live?",
+    "What did I tell you first?",
+    "Thank you, goodbye!",
+]
+
+
+@dataclass
+class TurnReport:
+    turn: int
+    decoder_logits_max_diff: float
+    encoder_max_diff: float
+    memory_update_max_diff: float
+    memory_kv_max_diff: float
+    token_agreement: float
+    runtime_stm_max_diff: float
+    torch_answer: list[int] = field(default_factory=list)
+    runtime_answer: list[int] = field(default_factory=list)
+
+
+@dataclass
+class VerifyReport:
+    precision: str
+    tolerances: dict
+    turns: list[TurnReport]
+    passed: bool = False
+    failures: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _sessions(package_dir: Path) -> dict[str, ort.InferenceSession]:
+    from rxt_edge.manifest import load_manifest
+
+    man = load_manifest(package_dir)
+    return {
+        n: ort.InferenceSession(str(package_dir / g.file), providers=["CPUExecutionProvider"])
+        for n, g in man.graphs.items()
+    }
+
+
+def _np(t: torch.Tensor, dtype) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(dtype)
+
+
+def verify_package(
+    package_dir: str | Path,
+    model: RxTModel,
+    turns: int = 5,
+    max_new_tokens: int = 24,
+    queries: list[str] | None = None,
+) -> VerifyReport:
+    package_dir = Path(package_dir)
+    session = RxTSession.load(package_dir)
+    precision = session.package.manifest.precision
+    fdt = session.package.float_dtype
+    tol = TOLERANCES.get(precision, TOLERANCES["fp16"])
+    graphs = _sessions(package_dir)
+    model = model.float().eval()
+    ref = TorchConversation(model)
+    conv = session.conversation()
+    tok = session.package.tokenizer
+    eos = model.cfg.special_tokens["eos"]
+    queries = queries or DEFAULT_QUERIES
+    report = VerifyReport(precision, tol, [])
+    n_layers = len(model.decoder.blocks)
+    for t in range(turns):
+        query = [i for i in tok.encode(queries[t % len(queries)]) if i < model.cfg.vocab_size]
+        turn = ref.generate(query, max_new_tokens)
+        # memory_kv graph on the torch STM, then the decoder graph teacher-forced on the torch answer
+        kv = graphs[contract.MEMORY_KV].run(None, {"stm": _np(ref.stm, fdt)})
+        tk, tv = model.memory_kv(ref.stm)
+        kv_ref = [x for pair in zip(tk, tv, strict=True) for x in pair]
+        kv_diff = max(float(np.abs(a - _np(b, np.float32)).max()) for a, b in zip(kv, kv_ref, strict=True))
+        feeds = {f"memory_{'key' if i % 2 == 0 else 'value'}.{i // 2}": v for i, v in enumerate(kv)}
+        hkv, hd = session.dims.self_kv_heads, session.dims.head_dim
+        past = [np.zeros((0, 1, hkv, hd), fdt) for _ in range(2 * n_layers)]
+        tokens, logit_diff = turn.prompt, 0.0
+        for step, ref_logits in enumerate(turn.step_logits):
+            feeds.update({"input_ids": np.asarray([tokens], np.int64)})
+            feeds.update(
+                {
+                    (contract.past_key(i // 2) if i % 2 == 0 else contract.past_value(i // 2)): p
+                    for i, p in enumerate(past)
+                }
+            )
+            out = graphs[contract.DECODER].run(None, feeds)
+            logit_diff = max(
+                logit_diff, float(np.abs(out[0][0].astype(np.float32) - ref_logits.numpy()).max())
+            )
+            past = [np.concatenate([p, n]) for p, n in zip(past, out[1:], strict=True)]
+            if step < len(turn.answer):
+                tokens = [turn.answer[step]]
+        # encoder and memory update on the same inputs
+        interaction = turn.with_eos(eos)
+        ids = np.asarray([interaction], np.int64)
+        mask = np.ones_like(ids)
+        enc = graphs[contract.ENCODER].run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        old_stm = ref.stm.clone()
+        enc_ref = ref.update(interaction)
+        enc_diff = float(np.abs(enc.astype(np.float32) - _np(enc_ref, np.float32)).max())
+        upd = graphs[contract.MEMORY_UPDATE].run(
+            None, {"stm": _np(old_stm, fdt), "encoded": _np(enc_ref, fdt), "attention_mask": mask}
+        )
+        upd_diff = float(np.abs(upd[0].astype(np.float32) - _np(ref.stm, np.float32)).max())
+        # the runtime, on its own
+        answer = conv.interact_ids(query, max_new_tokens=max_new_tokens)
+        agree = _agreement(answer, turn.answer)
+        stm_diff = float(np.abs(conv.stm().astype(np.float32) - _np(ref.stm, np.float32)).max())
+        report.turns.append(
+            TurnReport(t + 1, logit_diff, enc_diff, upd_diff, kv_diff, agree, stm_diff, turn.answer, answer)
+        )
+    session.close()
+    _judge(report)
+    return report
+
+
+def _agreement(a: list[int], b: list[int]) -> float:
+    n = max(len(a), len(b))
+    return 1.0 if n == 0 else sum(x == y for x, y in zip(a, b, strict=False)) / n
+
+
+def _judge(report: VerifyReport) -> None:
+    tol = report.tolerances
+    for tr in report.turns:
+        checks = [
+            ("decoder logits", tr.decoder_logits_max_diff, tol["logits"]),
+            ("memory_kv", tr.memory_kv_max_diff, tol["logits"]),
+            ("encoder", tr.encoder_max_diff, tol["encoder"]),
+            ("memory update", tr.memory_update_max_diff, tol["stm"]),
+            ("runtime STM drift", tr.runtime_stm_max_diff, 10 * tol["stm"]),  # accumulated over turns
+        ]
+        for name, value, limit in checks:
+            if not value <= limit:
+                report.failures.append(f"turn {tr.turn}: {name} max diff {value:.3g} > {limit:g}")
+        if tr.token_agreement < tol["token_agreement"]:
+            report.failures.append(
+                f"turn {tr.turn}: runtime greedy tokens agree {tr.token_agreement:.0%} with torch"
+            )
+    report.passed = not report.failures

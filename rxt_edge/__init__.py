@@ -1,0 +1,61 @@
+"""rxt-edge: run Reactive Transformer (RxT) model packages with onnxruntime, no torch.
+
+from rxt_edge import RxTSession
+session = RxTSession.load("models/demo/package")
+conv = session.conversation()
+print(conv.say("Hi, I'm Ann."))
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+__all__ = [
+    "Conversation",
+    "ConversationBusyError",
+    "ManifestError",
+    "MemoryUpdateError",
+    "PromptTooLongError",
+    "ProviderUnavailableError",
+    "RxTSession",
+    "SamplingConfig",
+    "SnapshotError",
+    "TurnStats",
+]
+
+_LAZY = {
+    "RxTSession": "session",
+    "Conversation": "conversation",
+    "ConversationBusyError": "conversation",
+    "MemoryUpdateError": "conversation",
+    "PromptTooLongError": "conversation",
+    "TurnStats": "conversation",
+    "ManifestError": "manifest",
+    "SamplingConfig": "sampling",
+    "SnapshotError": "snapshot",
+    "ProviderUnavailableError": "runtimes.providers",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .conversation import (
+        Conversation,
+        ConversationBusyError,
+        MemoryUpdateError,
+        PromptTooLongError,
+        TurnStats,
+    )
+    from .manifest import ManifestError
+    from .runtimes.providers import ProviderUnavailableError
+    from .sampling import SamplingConfig
+    from .session import RxTSession
+    from .snapshot import SnapshotError
+
+
+def __getattr__(name: str):
+    """Import lazily, so `import rxt_edge` stays cheap and light modules (contract, manifest) load alone."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'rxt_edge' has no attribute {name!r}")

@@ -1,0 +1,123 @@
+"""The graph contract: every graph's inputs and outputs, declared once.
+
+Export names the ONNX inputs/outputs from here, `verify` and the package loader check the graphs against
+it, and the runtime binds buffers by these names. The manifest stores the resolved declaration, so a
+runtime in another language can work from the manifest alone (see docs/graph-contract.md).
+
+Shapes are tuples of ints (fixed) and strings (symbolic: batch, seq, past_seq).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+DECODER = "decoder"
+ENCODER = "encoder"
+MEMORY_UPDATE = "memory_update"
+MEMORY_KV = "memory_kv"
+GRAPH_NAMES = (DECODER, ENCODER, MEMORY_UPDATE, MEMORY_KV)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # "float32" | "float16" | "int64"
+    shape: tuple[int | str, ...]
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+    @staticmethod
+    def from_json(d: dict) -> TensorSpec:
+        return TensorSpec(str(d["name"]), str(d["dtype"]), tuple(d["shape"]))
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """The numbers a runtime needs to allocate every buffer."""
+
+    vocab_size: int
+    dim: int
+    decoder_layers: int  # all decoder layers with self-attention (memory-free ones included)
+    memory_layers: int  # STM layers = decoder memory layers = encoder layers
+    stm_slots: int
+    head_dim: int
+    self_kv_heads: int
+    cross_kv_heads: int
+    max_seq_len: int  # longest turn (prompt + answer) the decoder's position table covers
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(d: dict) -> ModelDims:
+        return ModelDims(**{k: int(d[k]) for k in ModelDims.__dataclass_fields__})
+
+
+def past_key(i: int) -> str:
+    return f"past_key.{i}"
+
+
+def past_value(i: int) -> str:
+    return f"past_value.{i}"
+
+
+def new_key(i: int) -> str:
+    return f"new_key.{i}"
+
+
+def new_value(i: int) -> str:
+    return f"new_value.{i}"
+
+
+def memory_key(i: int) -> str:
+    return f"memory_key.{i}"
+
+
+def memory_value(i: int) -> str:
+    return f"memory_value.{i}"
+
+
+def _memory_kv_specs(d: ModelDims, fdt: str) -> list[TensorSpec]:
+    shape = ("batch", d.cross_kv_heads, d.stm_slots, d.head_dim)
+    out = []
+    for i in range(d.memory_layers):
+        out += [TensorSpec(memory_key(i), fdt, shape), TensorSpec(memory_value(i), fdt, shape)]
+    return out
+
+
+def graph_io(
+    d: ModelDims, graph: str, float_dtype: str = "float32"
+) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """(inputs, outputs) of one graph.
+
+    decoder: the self-attention cache is sequence-major (`[past_seq, batch, kv_heads, head_dim]`) so that
+    the cache of a turn is one preallocated buffer per layer: the runtime binds its first `past_seq` rows
+    as `past_*` and the rows right after them as the `new_*` outputs, so the graph writes the new keys and
+    values in place and nothing is copied or reallocated per step. Positions are `past_seq + arange(seq)`.
+    Only the last position's logits leave the graph.
+    """
+    f = float_dtype
+    stm = TensorSpec("stm", f, (d.memory_layers, "batch", d.stm_slots, d.dim))
+    encoded = TensorSpec("encoded", f, (d.memory_layers, "batch", "seq", d.dim))
+    mask = TensorSpec("attention_mask", "int64", ("batch", "seq"))
+    ids = TensorSpec("input_ids", "int64", ("batch", "seq"))
+    if graph == DECODER:
+        kv_past = ("past_seq", "batch", d.self_kv_heads, d.head_dim)
+        kv_new = ("seq", "batch", d.self_kv_heads, d.head_dim)
+        ins = [ids]
+        outs = [TensorSpec("logits", f, ("batch", d.vocab_size))]
+        for i in range(d.decoder_layers):
+            ins += [TensorSpec(past_key(i), f, kv_past), TensorSpec(past_value(i), f, kv_past)]
+            outs += [TensorSpec(new_key(i), f, kv_new), TensorSpec(new_value(i), f, kv_new)]
+        ins += _memory_kv_specs(d, f)
+        return ins, outs
+    if graph == ENCODER:
+        return [ids, mask], [encoded]
+    if graph == MEMORY_UPDATE:
+        return [stm, encoded, mask], [TensorSpec("new_stm", f, stm.shape)] + _memory_kv_specs(d, f)
+    if graph == MEMORY_KV:
+        return [stm], _memory_kv_specs(d, f)
+    raise ValueError(f"unknown graph {graph!r}; expected one of {GRAPH_NAMES}")
