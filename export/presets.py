@@ -127,7 +127,7 @@ def random_model(name: str, seed: int = 0, scale: float = 0.02) -> RxTModel:
     torch.manual_seed(seed)
     model = RxTModel(preset_config(name)).eval()
     with torch.no_grad():
-        for n, p in model.named_parameters():
+        for p in model.parameters():
             if p.dim() >= 2:
                 p.normal_(0.0, scale)
         model.initial_stm.normal_(0.0, 1.0)
