@@ -186,8 +186,10 @@ class RxTConfig:
             )
         if self.memory.variant != "simple" and self.memory.aux_attn is None:
             raise ConfigError(f"memory.aux_attn is required for variant {self.memory.variant!r}")
-        if self.memory.variant == "grouped-self-interlayer" and not 1 <= self.memory.num_groups <= n:
-            raise ConfigError(f"memory.num_groups={self.memory.num_groups} must be in 1..{n}")
+        groups = self.memory.num_groups
+        if self.memory.variant == "grouped-self-interlayer" and not (1 <= groups <= n and n % groups == 0):
+            # equal groups only: the reference fails on uneven ones (its chunking and indexing disagree)
+            raise ConfigError(f"memory.num_groups={groups} must divide the {n} memory layers")
 
     # --- JSON -------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

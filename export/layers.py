@@ -2,8 +2,10 @@
 
 No hidden state, no data-dependent Python control flow: every shape decision is made from the config at
 construction time, so one traced graph serves any number of tokens. Numerics follow the reference
-implementation: RMSNorm with float32 machine epsilon, interleaved (GPT-J style) RoPE, SwiGLU with the linear
-half first, softmax top-k routing with renormalised weights.
+implementation: RMSNorm with the machine epsilon of its compute dtype (float32: ~1.19e-7, not 1e-6),
+interleaved (GPT-J style) RoPE with angles formed in float32, SwiGLU with the linear half first, softmax top-k
+routing with renormalised weights. Norms, softmaxes and RoPE compute in at least float32 (a float16 model
+upcasts; a float64 one stays float64, which lets tests check the math itself, free of rounding).
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from torch import nn
 
 from .config import Activation, AttentionConfig, FeedForwardConfig, NormKind
 
-RMS_EPS = torch.finfo(torch.float32).eps  # nn.RMSNorm(eps=None) in fp32: ~1.19e-7, not 1e-6
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Precision for norms, softmax and RoPE: at least float32."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def activation(name: Activation):
@@ -32,16 +37,20 @@ def activation(name: Activation):
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float = RMS_EPS):
+    """eps None: the machine epsilon of the compute dtype, as nn.RMSNorm(eps=None) (fp32: ~1.19e-7)."""
+
+    def __init__(self, dim: int, eps: float | None = None):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Written out (not F.rms_norm) so every exporter and opset handles it; computed in fp32.
-        xf = x.float()
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y * self.weight.float()).to(x.dtype)
+        # Written out (not F.rms_norm) so every exporter and opset handles it; computed in >= fp32.
+        wide = compute_dtype(x.dtype)
+        eps = torch.finfo(wide).eps if self.eps is None else self.eps
+        xf = x.to(wide)
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+        return (y * self.weight.to(wide)).to(x.dtype)
 
 
 def make_norm(kind: NormKind, dim: int) -> nn.Module:
@@ -49,13 +58,20 @@ def make_norm(kind: NormKind, dim: int) -> nn.Module:
 
 
 # --- RoPE ------------------------------------------------------------------------------------------
-def rope_inv_freq(head_dim: int, base: float) -> torch.Tensor:
-    return 1.0 / (base ** (torch.arange(0, head_dim, 2).float() / head_dim))  # [hd/2]
+def rope_inv_freq(head_dim: int, base: float, device: torch.device | None = None) -> torch.Tensor:
+    """Always float32 and computed where used, never a module buffer: `model.half()` would round a buffer to
+    float16, and cos/sin of late positions would drift (by up to ~0.16 within 1k tokens, head_dim 64)."""
+    return 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))  # [hd/2]
 
 
-def rope_angles(positions: torch.Tensor, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape [T, 1, hd/2] for positions [T] (broadcast over batch and heads of [B, T, H, hd])."""
-    freqs = positions.float()[:, None] * inv_freq[None, :]
+def rope_angles(
+    positions: torch.Tensor, head_dim: int, base: float, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape [T, 1, hd/2] for positions [T] (broadcast over batch and heads of [B, T, H, hd]).
+
+    Angles are formed in float32 (the reference's cached table), cos/sin taken in the compute dtype of `dtype`."""
+    freqs = positions.float()[:, None] * rope_inv_freq(head_dim, base, positions.device)[None, :]
+    freqs = freqs.to(compute_dtype(dtype))
     return freqs.cos()[:, None, :], freqs.sin()[:, None, :]
 
 
@@ -112,7 +128,7 @@ class Attention(nn.Module):
         )  # [B, Hkv, G, T, S]
         if bias is not None:
             scores = scores + bias
-        probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+        probs = torch.softmax(scores.to(compute_dtype(q.dtype)), dim=-1).to(q.dtype)
         out = torch.matmul(probs, v.unsqueeze(2))  # [B, Hkv, G, T, hd]
         out = out.permute(0, 3, 1, 2, 4).reshape(b, t, hkv * groups * hd)
         if self.gate_proj is not None:
@@ -204,7 +220,7 @@ class MoEFeedForward(nn.Module):
         cfg = self.cfg
         shape = x.shape
         x = x.reshape(-1, shape[-1])  # [N, D]
-        probs = torch.softmax(self.router(x).float(), dim=-1)
+        probs = torch.softmax(self.router(x).to(compute_dtype(x.dtype)), dim=-1)
         top_w, top_i = probs.topk(cfg.top_k, dim=-1)
         top_w = top_w / (top_w.sum(-1, keepdim=True) + 1e-9)
         if cfg.weighted_shared:
@@ -221,7 +237,7 @@ class MoEFeedForward(nn.Module):
                 per = _expert_mlp(
                     x, self.shared_w1, self.shared_b1, self.shared_w2, self.shared_b2, self.act, cfg.gated
                 )
-                weights = torch.softmax(self.shared_gate(x).float(), dim=-1).to(x.dtype)  # [N, S]
+                weights = torch.softmax(self.shared_gate(x).to(compute_dtype(x.dtype)), dim=-1).to(x.dtype)
                 shared = torch.einsum("ns,snd->nd", weights, per)
             if self.shared_global_bias is not None:
                 shared = shared + self.shared_global_bias

@@ -19,7 +19,6 @@ from .layers import (
     heads_first,
     padding_bias,
     rope_angles,
-    rope_inv_freq,
 )
 
 MEMORY_NORM_EPS = 1e-6
@@ -107,7 +106,6 @@ class MemoryAttention(nn.Module):
         self.input_norms = nn.ModuleList(RMSNorm(dim) for _ in range(n))
         self.attn = nn.ModuleList(Attention(cfg.attn, dim) for _ in range(n))
         self.gates = nn.ModuleList(ResidualGate(cfg.residual_gate, dim, slots) for _ in range(n))
-        self.register_buffer("inv_freq", rope_inv_freq(cfg.attn.head_dim, cfg.rope_base), persistent=False)
         if cfg.variant != "simple":
             self.aux_norms = nn.ModuleList(MemoryNorm(cfg.norm, dim, slots) for _ in range(n))
             self.aux_attn = nn.ModuleList(Attention(cfg.aux_attn, dim) for _ in range(n))
@@ -146,7 +144,8 @@ class MemoryAttention(nn.Module):
     def forward(self, stm: torch.Tensor, encoded: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """stm [L, B, S, D], encoded [L, B, T, D], attention_mask [B, T] -> new stm [L, B, S, D]."""
         t = encoded.shape[2]
-        cos, sin = rope_angles(torch.arange(t, device=encoded.device), self.inv_freq)
+        positions = torch.arange(t, device=encoded.device)
+        cos, sin = rope_angles(positions, self.cfg.attn.head_dim, self.cfg.rope_base, encoded.dtype)
         bias = padding_bias(attention_mask, stm.dtype)
         means = self._layer_means(stm) if self.cfg.variant not in ("simple", "self") else None
         new_layers = []

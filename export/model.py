@@ -25,7 +25,6 @@ from .layers import (
     make_norm,
     padding_bias,
     rope_angles,
-    rope_inv_freq,
 )
 from .memory import MemoryAttention
 
@@ -83,8 +82,7 @@ class Decoder(nn.Module):
         self.first_memory_block = len(cfg.layers_before)
         self.head_norm = make_norm(cfg.head_norm, dim) if cfg.head_norm else None
         self.head = nn.Linear(dim, vocab, bias=True)
-        hd = cfg.all_layers[0].self_attn.head_dim
-        self.register_buffer("inv_freq", rope_inv_freq(hd, cfg.rope_base), persistent=False)
+        self.rope_dim = cfg.all_layers[0].self_attn.head_dim
 
     @property
     def memory_blocks(self) -> list[Block]:
@@ -105,8 +103,8 @@ class Decoder(nn.Module):
         t = input_ids.shape[1]
         p = past_k[0].shape[0]
         positions = torch.arange(t, device=input_ids.device) + p
-        cos, sin = rope_angles(positions, self.inv_freq)
         x = self.embed(input_ids)
+        cos, sin = rope_angles(positions, self.rope_dim, self.cfg.rope_base, x.dtype)
         key_pos = torch.arange(p + t, device=input_ids.device)
         zero, neg = torch.zeros((), dtype=x.dtype), torch.full((), float("-inf"), dtype=x.dtype)
         causal = torch.where(key_pos[None, :] <= positions[:, None], zero, neg)  # [T, P+T]
@@ -139,14 +137,16 @@ class Encoder(nn.Module):
         super().__init__()
         self.embed = embed
         self.blocks = nn.ModuleList(Block(b, dim, cfg.norm) for b in cfg.layers)
-        hd = cfg.layers[0].self_attn.head_dim
-        self.register_buffer("inv_freq", rope_inv_freq(hd, cfg.rope_base), persistent=False)
+        self.cfg = cfg
+        self.rope_dim = cfg.layers[0].self_attn.head_dim
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """input_ids, attention_mask [B, T] -> every layer's hidden state [L, B, T, D] (ED)."""
         t = input_ids.shape[1]
-        cos, sin = rope_angles(torch.arange(t, device=input_ids.device), self.inv_freq)
         x = self.embed(input_ids)
+        cos, sin = rope_angles(
+            torch.arange(t, device=input_ids.device), self.rope_dim, self.cfg.rope_base, x.dtype
+        )
         bias = padding_bias(attention_mask, x.dtype)
         hidden = []
         for blk in self.blocks:

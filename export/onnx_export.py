@@ -8,6 +8,8 @@ never leaves a half-written package behind.
 from __future__ import annotations
 
 import contextlib
+import copy
+import errno
 import logging
 import os
 import shutil
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 
 from rxt_edge import contract
-from rxt_edge.manifest import Manifest, _created_by, sha256_file, write_manifest
+from rxt_edge.manifest import Manifest, ManifestError, _created_by, sha256_file, write_manifest
 
 from .checkpoints import SourceInfo
 from .graphs import WRAPPERS, example_inputs, model_dims
@@ -116,12 +118,25 @@ def export_package(
         )
     if output.exists() and not overwrite:
         raise ExportError(f"{output} already exists; pass --overwrite to replace it")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(output.parent, os.W_OK):
-        raise ExportError(f"{output.parent} is not writable")
+    if output.exists() and not output.is_dir():
+        raise ExportError(f"{output} exists and is not a directory; refusing to replace it")
+    created = [p for p in reversed(output.absolute().parents) if not p.exists()]
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(output.parent, os.W_OK):
+            raise PermissionError(errno.EACCES, "not writable")
+        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    except OSError as e:  # a file in the way, read-only filesystem, no permission: nothing was created
+        for d in reversed(created):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise ExportError(
+            f"cannot write the package beside {output}: {output.parent}: {e.strerror or e}"
+        ) from None
     dims = model_dims(model)
+    if PRECISIONS[precision] != torch.float32:  # Module.to() is in place: never change the caller's model
+        model = copy.deepcopy(model)
     model = model.to(PRECISIONS[precision]).eval()
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         graphs = {}
         for name in contract.GRAPH_NAMES:
@@ -157,35 +172,60 @@ def export_package(
             "tokenizer.json" if _tokenizer_kind(tok_file) == "tokenizers" else "tokenizer.model"
         )
         shutil.copyfile(tok_file, tok_dest)
-        manifest = Manifest.from_json(
-            {
-                "format": "rxt-edge-package",
-                "format_version": 1,
-                "created_by": _created_by(),
-                "model": dims.to_json(),
-                "special_tokens": dict(model.cfg.special_tokens),
-                "tokenizer": {
-                    "kind": _tokenizer_kind(tok_file),
-                    "file": tok_dest.name,
-                    "sha256": sha256_file(tok_dest),
-                },
-                "initial_stm": {
-                    "file": stm_path.name,
-                    "sha256": sha256_file(stm_path),
-                    "source": "checkpoint",
-                },
-                "graphs": graphs,
-                "precision": precision,
-                "opset": opset,
-                "quantization": None,
-                "source": {"format": source.format, "fingerprint": source.fingerprint, "path": source.path},
-            }
-        )
+        manifest_json = {
+            "format": "rxt-edge-package",
+            "format_version": 1,
+            "created_by": _created_by(),
+            "model": dims.to_json(),
+            "special_tokens": dict(model.cfg.special_tokens),
+            "tokenizer": {
+                "kind": _tokenizer_kind(tok_file),
+                "file": tok_dest.name,
+                "sha256": sha256_file(tok_dest),
+            },
+            "initial_stm": {
+                "file": stm_path.name,
+                "sha256": sha256_file(stm_path),
+                "source": "checkpoint",
+            },
+            "graphs": graphs,
+            "precision": precision,
+            "opset": opset,
+            "quantization": None,
+            "source": {"format": source.format, "fingerprint": source.fingerprint, "path": source.path},
+        }
+        try:
+            manifest = Manifest.from_json(manifest_json)
+        except ManifestError as e:  # e.g. special token ids outside the vocabulary
+            raise ExportError(f"the checkpoint does not make a valid package: {e}") from None
         write_manifest(staging, manifest)
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(staging, output)
+        _swap_in(staging, output)
         return manifest
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        for d in reversed(created):  # parents this call created, deepest first (only if still empty)
+            with contextlib.suppress(OSError):
+                d.rmdir()
         raise
+
+
+def _swap_in(staging: Path, output: Path) -> None:
+    """Rename the finished package into place; an old package (--overwrite) is moved aside first and put back
+    if the rename fails, so the destination always holds a complete package or nothing new."""
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp made it 0700, mkstemp the manifest 0600: packages are shareable
+    for f in staging.iterdir():
+        f.chmod(0o666 & ~umask)
+    old = None
+    if output.exists():
+        old = staging.with_name(staging.name + ".old")
+        os.replace(output, old)
+    try:
+        os.replace(staging, output)
+    except BaseException:
+        if old is not None:
+            os.replace(old, output)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

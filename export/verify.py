@@ -4,7 +4,10 @@ Two checks per turn of a scripted multi-turn greedy conversation:
 - per graph, on identical inputs (teacher forcing on the torch answer, the torch STM fed to the graphs):
   max |logits| difference of the decoder (and memory_kv feeding it), the encoder's output, the memory update's STM;
 - end to end, the torch-free runtime (RxTSession) holding its own conversation: greedy token agreement with torch
-  and the STM difference after each turn (drift accumulated over turns).
+  (a divergence is accepted only at a near-tie of torch's own logits), the runtime's STM write checked against
+  torch's update of the runtime's own previous STM (one step, so chaotic models do not accumulate), and the STM
+  difference to torch's conversation after each turn (drift accumulated over turns; reported, not judged).
+Documented in docs/verify.md.
 """
 
 from __future__ import annotations
@@ -47,6 +50,20 @@ class TurnReport:
     memory_kv_max_diff: float
     token_agreement: float
     runtime_stm_max_diff: float
+    # max |value| of the torch reference: STM and encoder limits scale with it (an STM that grows to 1e3 over
+    # a few turns cannot match to 1e-4 absolute in float32, whose resolution there is ~1e-4 itself)
+    encoder_scale: float = 1.0
+    stm_scale: float = 1.0
+    # the runtime's new STM vs torch's encoder + memory attention applied to the runtime's STM before the turn and
+    # the runtime's own interaction: the runtime's update path in one step, free of accumulated drift
+    runtime_stm_step_diff: float = 0.0
+    # first answer position where runtime and torch differ, and torch's logit margin there between its token and
+    # the runtime's (a near-tie within the logits tolerance explains a divergence)
+    first_divergence: int | None = None
+    divergence_margin: float | None = None
+    # False once an earlier turn diverged: the two conversations then hold different memories, so tokens are
+    # reported but not judged
+    comparable: bool = True
     torch_answer: list[int] = field(default_factory=list)
     runtime_answer: list[int] = field(default_factory=list)
 
@@ -138,11 +155,42 @@ def verify_package(
         )
         upd_diff = float(np.abs(upd[0].astype(np.float32) - _np(ref.stm, np.float32)).max())
         # the runtime, on its own
+        runtime_before = torch.from_numpy(conv.stm().astype(np.float32))
         answer = conv.interact_ids(query, max_new_tokens=max_new_tokens)
+        runtime_after = conv.stm().astype(np.float32)
         agree = _agreement(answer, turn.answer)
-        stm_diff = float(np.abs(conv.stm().astype(np.float32) - _np(ref.stm, np.float32)).max())
+        stm_diff = float(np.abs(runtime_after - _np(ref.stm, np.float32)).max())
+        with torch.no_grad():
+            rt_ids = torch.tensor([turn.prompt + answer + [eos]])
+            rt_mask = torch.ones_like(rt_ids)
+            expected = model.memory(runtime_before, model.encoder(rt_ids, rt_mask), rt_mask)
+        step_diff = float(np.abs(runtime_after - expected.numpy()).max())
+        div = next((i for i, (a, b) in enumerate(zip(answer, turn.answer, strict=False)) if a != b), None)
+        if div is None and len(answer) != len(turn.answer):
+            div = min(len(answer), len(turn.answer))  # one stopped ([EOS]) where the other went on
+        margin = None
+        if div is not None and div < len(turn.step_logits):
+            torch_tok = turn.answer[div] if div < len(turn.answer) else eos
+            runtime_tok = answer[div] if div < len(answer) else eos
+            margin = float(turn.step_logits[div][torch_tok] - turn.step_logits[div][runtime_tok])
         report.turns.append(
-            TurnReport(t + 1, logit_diff, enc_diff, upd_diff, kv_diff, agree, stm_diff, turn.answer, answer)
+            TurnReport(
+                turn=t + 1,
+                decoder_logits_max_diff=logit_diff,
+                encoder_max_diff=enc_diff,
+                memory_update_max_diff=upd_diff,
+                memory_kv_max_diff=kv_diff,
+                token_agreement=agree,
+                runtime_stm_max_diff=stm_diff,
+                encoder_scale=max(1.0, float(enc_ref.abs().max())),
+                stm_scale=max(1.0, float(ref.stm.abs().max()), float(expected.abs().max())),
+                runtime_stm_step_diff=step_diff,
+                first_divergence=div,
+                divergence_margin=margin,
+                comparable=all(r.first_divergence is None for r in report.turns),
+                torch_answer=turn.answer,
+                runtime_answer=answer,
+            )
         )
     session.close()
     _judge(report)
@@ -160,15 +208,20 @@ def _judge(report: VerifyReport) -> None:
         checks = [
             ("decoder logits", tr.decoder_logits_max_diff, tol["logits"]),
             ("memory_kv", tr.memory_kv_max_diff, tol["logits"]),
-            ("encoder", tr.encoder_max_diff, tol["encoder"]),
-            ("memory update", tr.memory_update_max_diff, tol["stm"]),
-            ("runtime STM drift", tr.runtime_stm_max_diff, 10 * tol["stm"]),  # accumulated over turns
+            ("encoder", tr.encoder_max_diff, tol["encoder"] * tr.encoder_scale),
+            ("memory update", tr.memory_update_max_diff, tol["stm"] * tr.stm_scale),
+            ("runtime STM write", tr.runtime_stm_step_diff, 10 * tol["stm"] * tr.stm_scale),
         ]
         for name, value, limit in checks:
             if not value <= limit:
                 report.failures.append(f"turn {tr.turn}: {name} max diff {value:.3g} > {limit:g}")
-        if tr.token_agreement < tol["token_agreement"]:
+        near_tie = tr.divergence_margin is not None and tr.divergence_margin <= 2 * tol["logits"]
+        if tr.comparable and tr.token_agreement < tol["token_agreement"] and not near_tie:
+            margin = (
+                "" if tr.divergence_margin is None else f" (torch's margin there {tr.divergence_margin:.3g})"
+            )
             report.failures.append(
-                f"turn {tr.turn}: runtime greedy tokens agree {tr.token_agreement:.0%} with torch"
+                f"turn {tr.turn}: runtime greedy tokens agree {tr.token_agreement:.0%} with torch, first "
+                f"difference at answer token {tr.first_divergence}{margin}"
             )
     report.passed = not report.failures

@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Conversation",
     "ConversationBusyError",
+    "EmptyQueryError",
     "ManifestError",
     "MemoryUpdateError",
     "PromptTooLongError",
@@ -28,6 +29,7 @@ _LAZY = {
     "RxTSession": "session",
     "Conversation": "conversation",
     "ConversationBusyError": "conversation",
+    "EmptyQueryError": "conversation",
     "MemoryUpdateError": "conversation",
     "PromptTooLongError": "conversation",
     "TurnStats": "conversation",
@@ -41,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .conversation import (
         Conversation,
         ConversationBusyError,
+        EmptyQueryError,
         MemoryUpdateError,
         PromptTooLongError,
         TurnStats,

@@ -8,10 +8,19 @@ succeeded. The next turn waits for a pending update only if it is still running.
 Interruption policy: a turn that does not complete (Ctrl-C, an exception, the caller abandoning the stream) is
 dropped: it is not written to memory and the STM stays exactly as it was before the turn. A failed memory update
 also leaves the previous STM in place; its error is raised once, by the next `wait_memory()` or turn.
+STM writes (memory updates, `set_stm`) are serialized per conversation and swap in only when complete, so the
+STM is always either the old or the new one, never a mix.
+
+Input policy: a query with no content (empty or whitespace-only text, an empty id list; likewise an empty
+system prompt) raises EmptyQueryError, and one longer than a turn allows raises PromptTooLongError (unless
+`truncate=True`, which keeps its end); both before any graph runs, leaving the conversation unchanged. Text
+is never interpreted: special-token strings typed by the user ("[Q]", "<s>") are encoded as ordinary text, and
+invalid Unicode becomes U+FFFD (see tokenizer). Token ids given directly must be in the vocabulary.
 """
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -26,7 +35,7 @@ from . import contract
 from .engine import StateBuffers
 from .sampling import SamplingConfig, sample_next
 from .snapshot import save_snapshot
-from .tokenizer import DecodeStream
+from .tokenizer import DecodeStream, clean_text
 
 if TYPE_CHECKING:
     from .session import RxTSession
@@ -34,6 +43,10 @@ if TYPE_CHECKING:
 
 class PromptTooLongError(ValueError):
     """The query does not fit the model's maximum turn length."""
+
+
+class EmptyQueryError(ValueError):
+    """The query has no content (empty or whitespace-only text, or no token ids); nothing was run."""
 
 
 class MemoryUpdateError(RuntimeError):
@@ -77,6 +90,7 @@ class Conversation:
         )
         self._turn_owner: int | None = None
         self._turn_lock = threading.Lock()
+        self._memory_lock = threading.Lock()  # one STM write (spare buffers + swap) at a time
         self._pending: Future | None = None
         self._pending_started = 0.0
         self.turns = 0
@@ -94,15 +108,17 @@ class Conversation:
             raise ValueError(f"STM shape {stm.shape} does not match the model's {expected}")
         if not np.isfinite(stm).all():
             raise ValueError("STM contains NaN or Inf")
-        host = self.session.buffers.from_numpy(stm)
-        spare = self._state.spare
-        g = self.session.graphs
-        b = g.binding(contract.MEMORY_KV)
-        b.bind_ortvalue_input("stm", host)
-        self._state.bind_kv_outputs(b, spare)
-        g.run(contract.MEMORY_KV, b)
-        self._state.stm[spare] = host  # already on the device
-        self._state.active = spare
+        with self._memory_lock:
+            spare = self._state.spare
+            # Copy into the preallocated spare buffer: an OrtValue made from the array would alias it on the CPU,
+            # and later updates (which write the spare buffer) would overwrite the caller's array or the initial STM.
+            self._state.stm[spare].update_inplace(np.ascontiguousarray(stm, self.session.buffers.dtype))
+            g = self.session.graphs
+            b = g.binding(contract.MEMORY_KV)
+            b.bind_ortvalue_input("stm", self._state.stm[spare])
+            self._state.bind_kv_outputs(b, spare)
+            g.run(contract.MEMORY_KV, b)
+            self._state.active = spare
 
     def stm(self) -> np.ndarray:
         """A host copy of the current STM [L, 1, S, D] (waits for a pending update)."""
@@ -111,16 +127,24 @@ class Conversation:
 
     def wait_memory(self, raise_errors: bool = True) -> None:
         """Block until the pending memory update is done; re-raise its failure once."""
-        pending, self._pending = self._pending, None
+        pending = self._pending
         if pending is None:
             return
         try:
             pending.result()
-        except Exception as e:
+        except BaseException as e:
+            if not pending.done():
+                raise  # Ctrl-C while waiting: the update still runs, so it stays pending (waited for next time)
+            self._pending = None
+            if pending.exception() is not e:
+                raise  # a Ctrl-C that arrived just as the update finished
             if raise_errors:
                 raise MemoryUpdateError(
-                    f"the memory update of the last turn failed; the memory is unchanged: {e}"
+                    "the memory update of the last turn failed; the memory is unchanged: "
+                    f"{type(e).__name__}: {e}"
                 ) from e
+            return
+        self._pending = None
 
     @property
     def memory_update_running(self) -> bool:
@@ -128,6 +152,10 @@ class Conversation:
 
     def _update_memory(self, interaction: list[int]) -> None:
         """Encoder + memory update into the spare buffers; swap on success (runs on the worker thread)."""
+        with self._memory_lock:
+            self._write_spare_and_swap(interaction)
+
+    def _write_spare_and_swap(self, interaction: list[int]) -> None:
         started = time.perf_counter()
         g, state = self.session.graphs, self._state
         ids = np.asarray([interaction], dtype=np.int64)
@@ -193,7 +221,7 @@ class Conversation:
         self._enter_turn()
         try:
             yield from self._turn(
-                list(query_ids), max_new_tokens, sampling or SamplingConfig(), seed, truncate
+                list(query_ids), max_new_tokens, sampling or SamplingConfig(temperature=0.0), seed, truncate
             )
         finally:
             self._leave_turn()
@@ -202,6 +230,8 @@ class Conversation:
         self, query: list[int], max_new: int, cfg: SamplingConfig, seed: int | None, truncate: bool
     ) -> Iterator[int]:
         sp, limit = self._special, self.session.dims.max_seq_len
+        if not query:
+            raise EmptyQueryError("the query is empty (no token ids); nothing to answer")
         room = limit - 5  # [BOS][Q] ... [A] + at least one answer token + [EOS]
         if len(query) > room:
             if not truncate:
@@ -210,6 +240,7 @@ class Conversation:
                     f"(max_seq_len {limit}); shorten it or pass truncate=True"
                 )
             query = query[-room:]
+        query = self._checked_ids(query)
         if max_new < 1:
             raise ValueError("max_new_tokens must be at least 1")
         stats = TurnStats(update_was_running=self.memory_update_running)
@@ -245,6 +276,22 @@ class Conversation:
         self._pending_started = time.perf_counter()
         self._pending = self.session.submit(self._update_memory, interaction)
 
+    def _checked_ids(self, ids: list[int]) -> list[int]:
+        """Plain ints inside the vocabulary (an out-of-range id would index past the embedding table)."""
+        vocab = self.session.dims.vocab_size
+        out = []
+        for pos, i in enumerate(ids):
+            try:
+                i = operator.index(i)
+            except TypeError:
+                raise TypeError(
+                    f"query_ids[{pos}]: token ids must be integers, got {type(i).__name__}"
+                ) from None
+            if not 0 <= i < vocab:
+                raise ValueError(f"query_ids[{pos}]: token id {i} is out of range [0, {vocab})")
+            out.append(i)
+        return out
+
     def interact_ids(
         self, query_ids: Sequence[int], max_new_tokens: int = 128, temperature: float = 0.0, **kw
     ) -> list[int]:
@@ -257,7 +304,7 @@ class Conversation:
 
     def stream(
         self,
-        text: str,
+        text: str | bytes,
         max_new_tokens: int = 128,
         temperature: float = 0.0,
         top_k: int = 0,
@@ -272,6 +319,8 @@ class Conversation:
             temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty
         )
         decoder = DecodeStream(tok)
+        if not clean_text(text).strip():
+            raise EmptyQueryError("the query is empty or only whitespace; nothing to answer")
         ids = tok.encode(text)
         for token in self.generate_ids(ids, max_new_tokens, cfg, seed, truncate):
             if piece := decoder.push(token):
@@ -279,7 +328,7 @@ class Conversation:
         if rest := decoder.flush():
             yield rest
 
-    def say(self, text: str, **kw) -> str:
+    def say(self, text: str | bytes, **kw) -> str:
         """The whole answer as a string."""
         return "".join(self.stream(text, **kw))
 
@@ -289,14 +338,22 @@ class Conversation:
         self.set_stm(self.session.package.initial_stm)
         self.turns = 0
 
-    def set_system_prompt(self, text: str) -> None:
+    def set_system_prompt(self, text: str, truncate: bool = False) -> None:
         """Write a system prompt into the STM with one memory update (synchronously).
 
-        Template: `[BOS][internal] text [EOS]` where the model has an internal token, else `[BOS] text [EOS]`."""
+        Template: `[BOS][internal] text [EOS]` where the model has an internal token, else `[BOS] text [EOS]`.
+        A prompt longer than the model's maximum raises PromptTooLongError unless `truncate` keeps its start."""
         sp = self._special
+        if not clean_text(text).strip():
+            raise EmptyQueryError("the system prompt is empty or only whitespace")
         ids = self.session.package.tokenizer.encode(text)
         head = [sp["bos"], sp["internal"]] if "internal" in sp else [sp["bos"]]
-        seq = head + ids[: self.session.dims.max_seq_len - len(head) - 1] + [sp["eos"]]
+        room = self.session.dims.max_seq_len - len(head) - 1
+        if len(ids) > room and not truncate:
+            raise PromptTooLongError(
+                f"the system prompt is {len(ids)} tokens; this model takes at most {room}; shorten it or pass truncate=True"
+            )
+        seq = head + ids[:room] + [sp["eos"]]
         self._write_memory_sync(seq)
 
     def save(self, path: str | Path, metadata: dict | None = None) -> None:

@@ -21,6 +21,12 @@ from .manifest import ManifestError
 from .package import ModelPackage
 from .runtimes import providers
 
+# onnxruntime's exception types (onnxruntime_pybind11_state) that mean "this graph is bad", as opposed to a
+# provider or environment failure (EPFail, RuntimeException, anything else).
+_GRAPH_ERRORS = frozenset(
+    {"Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile", "NotImplemented"}
+)
+
 
 class GraphSet:
     """One InferenceSession per graph, checked against the manifest's declared I/O."""
@@ -32,14 +38,19 @@ class GraphSet:
         self.sessions: dict[str, ort.InferenceSession] = {}
         for name in contract.GRAPH_NAMES:
             opts = providers.make_session_options(provider, threads=threads)
+            file = package.manifest.graphs[name].file
             try:
                 sess = ort.InferenceSession(
                     str(package.graph_path(name)), opts, providers=plist, provider_options=popts
                 )
             except Exception as e:  # onnxruntime raises its own exception types
-                raise ManifestError(
-                    f"graphs.{name}: onnxruntime cannot load {package.manifest.graphs[name].file}: {e}"
+                if type(e).__name__ in _GRAPH_ERRORS:
+                    raise ManifestError(f"graphs.{name}: onnxruntime cannot load {file}: {e}") from e
+                raise providers.ProviderUnavailableError(
+                    f"graphs.{name}: the {provider!r} execution provider failed to create a session for "
+                    f"{file}: {type(e).__name__}: {e}"
                 ) from e
+            providers.check_session_provider(sess, provider)
             self._check_io(name, sess, package)
             self.sessions[name] = sess
         # DirectML allows one Run at a time per session; other providers are thread-safe.

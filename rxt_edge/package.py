@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .graph_check import check_graphs
 from .manifest import Manifest, ManifestError, load_manifest, resolve_file, verify_files
 from .tokenizer import Tokenizer, load_tokenizer
 
@@ -36,11 +37,15 @@ class ModelPackage:
 
 
 def load_package(directory: str | Path, verify_hashes: bool = True) -> ModelPackage:
-    """Load and check a package; `verify_hashes` reads every file once to compare its sha256 (default on)."""
+    """Load and check a package; `verify_hashes` reads every file once to compare its sha256 (default on).
+
+    The graphs' structure and external-data references are checked either way (see `graph_check`), so
+    onnxruntime never opens a file outside the package or one the manifest does not list."""
     directory = Path(directory)
     manifest = load_manifest(directory)
     if verify_hashes:
         verify_files(directory, manifest)
+    check_graphs(directory, manifest)
     special = sorted(set(manifest.special_tokens.values()))
     tok_path = resolve_file(directory, manifest.tokenizer.file, "tokenizer.file")
     tokenizer = load_tokenizer(manifest.tokenizer.kind, tok_path, special)
@@ -53,5 +58,9 @@ def load_package(directory: str | Path, verify_hashes: bool = True) -> ModelPack
     expected = (d.memory_layers, 1, d.stm_slots, d.dim)
     if stm.shape != expected:
         raise ManifestError(f"initial_stm: shape {stm.shape} does not match the model's STM {expected}")
+    if stm.dtype.kind != "f":
+        raise ManifestError(f"initial_stm: dtype {stm.dtype} is not a floating-point type")
+    if not np.isfinite(stm).all():
+        raise ManifestError(f"initial_stm: {stm_path.name} contains NaN or Inf")
     pkg = ModelPackage(directory, manifest, tokenizer, stm)
     return ModelPackage(directory, manifest, tokenizer, np.ascontiguousarray(stm.astype(pkg.float_dtype)))

@@ -20,6 +20,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from ._protobuf import fields as _proto_fields
+
 TOKENIZER_KINDS = ("tokenizers", "sentencepiece")
 
 
@@ -206,36 +208,6 @@ class SentencePieceTokenizer(Tokenizer):
             else:
                 out.append(self._sp.unk_id())  # as sentencepiece encodes an unknown character
         return out
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _proto_fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
-    """(field number, wire type, value) of a protobuf message; enough to read piece types."""
-    pos = 0
-    while pos < len(buf):
-        key, pos = _varint(buf, pos)
-        wire = key & 7
-        if wire == 0:
-            val, pos = _varint(buf, pos)
-        elif wire == 2:
-            size, pos = _varint(buf, pos)
-            val, pos = buf[pos : pos + size], pos + size
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            val, pos = buf[pos : pos + size], pos + size
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-        yield key >> 3, wire, val
 
 
 def _sp_piece_types(proto: bytes) -> list[int]:

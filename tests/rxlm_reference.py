@@ -9,8 +9,10 @@ Install (Python 3.11; rxlm declares >=3.12 but runs on 3.11 for inference):
     pip install --no-deps --ignore-requires-python rxlm==0.3.92
     pip install transformers huggingface-hub tokenizers
 
-Every reference computation is fp32 under `torch.no_grad()` and starts from an STM given by the caller
-(`[L, 1, S, D]`), loaded into the model before running, so results never depend on rxlm's random STM.
+Every reference computation runs under `torch.no_grad()` in the model's dtype (fp32 as built; parity
+tests also convert both sides to fp64, where only the math, not rounding, can differ) and starts from an
+STM given by the caller (`[L, 1, S, D]`), loaded into the model before running, so results never depend
+on rxlm's random STM.
 
 rxlm 0.3.92 behaviour this module works around (checked by tests/test_rxlm_reference.py):
 - `share_components()` re-registers the STM as fresh N(0, 1) noise;
@@ -571,6 +573,84 @@ PER_COMPONENT_CONFIGS: dict[str, dict[str, Any]] = {
             rope_base=100_000,
         ),
     },
+    # Edge cases of the construction rules: LayerNorm blocks, a sigmoid FFN, gated cross-attention with
+    # ungated self-attention, and `disable_residual`, which makes the write replace the STM while rxlm
+    # still builds the (then unused) static gate parameters.
+    "comp_simple_replace": {
+        "memory_attention_class": "RxTSimpleMemoryAttention",
+        "decoder_config": _decoder(
+            num_layers=2,
+            embed_dim=32,
+            ff_dim=48,
+            att_heads=4,
+            stm_size=8,
+            self_att_type="mha",
+            cross_att_type="mha",
+            use_rms_norm=False,
+            use_gated=False,
+            ff_activation="sigmoid",
+            use_gated_cross_attention=True,
+        ),
+        "encoder_config": _encoder(
+            num_layers=2,
+            embed_dim=32,
+            ff_dim=48,
+            att_heads=4,
+            stm_size=8,
+            self_att_type="mha",
+            use_rms_norm=False,
+            use_gated=False,
+            ff_activation="sigmoid",
+        ),
+        "memory_attention_config": _memory(
+            num_layers=2,
+            embed_dim=32,
+            att_heads=4,
+            stm_size=8,
+            att_type="mha",
+            norm_type="adaptive",
+            use_gated_residual=True,
+            residual_gate_type="static",
+            disable_residual=True,
+        ),
+    },
+    # Self variant whose self-attention gate is off while the main gate uses a linear slot status: rxlm
+    # still builds the (unused) slot-status linears of the ungated self gates. Positional memory norm
+    # with a per-dimension scale, one scalar linear gate (per_slot False).
+    "comp_self_ungated": {
+        "memory_attention_class": "RxTSelfMemoryAttention",
+        "decoder_config": _decoder(
+            num_layers=2,
+            embed_dim=64,
+            ff_dim=64,
+            att_heads=8,
+            att_groups=1,
+            stm_size=8,
+            self_att_type="mqa",
+            cross_att_type="sqa",
+            cross_att_groups=2,
+            cross_att_query_groups=4,
+        ),
+        "encoder_config": _encoder(
+            num_layers=2, embed_dim=64, ff_dim=64, att_heads=8, att_groups=1, stm_size=8, self_att_type="mqa"
+        ),
+        "memory_attention_config": _memory(
+            num_layers=2,
+            embed_dim=64,
+            att_heads=8,
+            stm_size=8,
+            att_type="mqa",
+            self_att_type="mha",
+            use_gate_for_self_attention=False,
+            norm_type="positional",
+            norm_per_dim_scale=True,
+            use_gated_residual=True,
+            residual_gate_type="linear",
+            residual_gate_slot_status_type="linear",
+            use_tanh_residual_gate=True,
+            residual_per_slot_gate=False,
+        ),
+    },
 }
 
 ALL_CONFIG_NAMES: tuple[str, ...] = tuple(PARITY_CONFIGS) + tuple(PER_COMPONENT_CONFIGS)
@@ -659,8 +739,8 @@ def _value_for(
 ) -> torch.Tensor:
     """A seeded random value of sensible scale for one parameter or persistent buffer.
 
-    `gate_linears` holds the ids of the `Linear(S, S|1)` gates of 'linear' residual gates: their input
-    (slot means) is small, so they get a larger gain and bias than other linears."""
+    `gate_linears` holds the ids of the `Linear(S, S|1)` gates of 'linear' residual gates fed by slot
+    means: that input is small, so they get a larger gain and bias than other linears."""
     kind = type(module).__name__
     shape = t.shape
     if isinstance(module, nn.Embedding):
@@ -706,7 +786,9 @@ def randomize_(model: nn.Module, seed: int) -> None:
     gate_linears = {
         id(m.gate)
         for m in model.modules()
-        if type(m).__name__ == "ResidualGate" and isinstance(m.gate, nn.Linear)
+        if type(m).__name__ == "ResidualGate"
+        and isinstance(m.gate, nn.Linear)
+        and m.slot_status_type == "mean"  # a linear slot status is not small: no extra gain there
     }
     done: set[int] = set()
     with torch.no_grad():
@@ -866,7 +948,7 @@ def _check_all_loaded(model: nn.Module, file_keys: set[str]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Reference computations (fp32, no grad, explicit STM)
+# Reference computations (model dtype, no grad, explicit STM)
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -901,6 +983,11 @@ def _check_fits(component: nn.Module, ids: torch.Tensor, field: str) -> None:
         raise ValueError(f"{field} has {ids.size(1)} tokens, more than the model's seq_len {limit}")
 
 
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype the model computes in (fp32 unless a test converted it, e.g. to fp64)."""
+    return model.decoder.model.embedding.weight.dtype
+
+
 def load_stm(model: nn.Module, stm: torch.Tensor) -> None:
     """Put a `[L, 1, S, D]` STM into the model (rxlm's `load_stm_state` where the model has it).
 
@@ -910,7 +997,7 @@ def load_stm(model: nn.Module, stm: torch.Tensor) -> None:
     expected = stm_shape(model)
     if tuple(stm.shape) != expected:
         raise ValueError(f"stm must have shape {expected} ([L, 1, S, D]), got {tuple(stm.shape)}")
-    value = stm.detach().to(torch.float32).clone()
+    value = stm.detach().to(model_dtype(model)).clone()
     if hasattr(model, "load_stm_state"):
         model.load_stm_state(value)
     else:
@@ -949,7 +1036,7 @@ def ref_prefill_logits(
         reset_attention_caches(model)
     else:
         logits = decoder(ids)
-    return logits[0].float()
+    return logits[0]
 
 
 @torch.no_grad()
@@ -988,7 +1075,7 @@ def ref_decode_logits(
                 use_self_attn_cache=True,
                 current_positions=positions,
             )
-        step_logits = out[0, -1].float()
+        step_logits = out[0, -1]
         token = int(step_logits.argmax())
         all_logits.append(step_logits)
         tokens.append(token)
@@ -1008,7 +1095,7 @@ def ref_encoder_hidden(
     _check_fits(model.encoder, ids, "ids")
     mask = torch.ones_like(ids) if attention_mask is None else attention_mask.reshape(ids.shape)
     _, hidden = model.encoder(ids, attention_mask=mask)
-    return hidden.float()
+    return hidden
 
 
 @torch.no_grad()
@@ -1027,4 +1114,4 @@ def ref_memory_update(
     load_stm(model, stm)
     _, hidden = model.encoder(ids, attention_mask=mask)
     new_stm = model.memory_attention(hidden, attention_mask=mask)
-    return new_stm.detach().float().clone()
+    return new_stm.detach().clone()

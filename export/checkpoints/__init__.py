@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..model import RxTModel
-from .common import ALLOW_PICKLE_FLAG, CheckpointError, SourceInfo
+from .common import ALLOW_PICKLE_FLAG, CheckpointError, SourceInfo, read_json
 from .native import is_native, load_native, save_native
 from .rxlm import is_rxlm, load_rxlm
 
@@ -58,6 +58,10 @@ def resolve_checkpoint(spec: str | Path) -> Path:
 def load_checkpoint(spec: str | Path, allow_pickle: bool = False) -> tuple[RxTModel, SourceInfo]:
     """Read any supported checkpoint into the canonical model (eval mode, fp32)."""
     directory = resolve_checkpoint(spec)
+    if (directory / "config.json").is_file():
+        read_json(
+            directory / "config.json"
+        )  # a malformed config.json is named as such, not as an unknown layout
     for detect, read in READERS:
         if detect(directory):
             return read(directory, allow_pickle=allow_pickle)

@@ -158,7 +158,14 @@ def _component(
             f"{where}.use_vectorized_moe: the legacy per-expert MoE layout is not supported"
         )
     dim = g("embed_dim")
-    self_attn = _heads(g("self_att_type"), g("att_heads"), g("att_groups"), g("att_query_groups"), dim, where)
+    self_attn = _heads(
+        g("self_att_type"),
+        g("att_heads"),
+        g("att_groups"),
+        g("att_query_groups"),
+        dim,
+        f"{where}.self_att_type",
+    )
     self_attn.gated, self_attn.gate_activation = (
         bool(g("use_gated_attention")),
         g("gated_attention_activation"),
@@ -188,7 +195,7 @@ def _component(
             g("cross_att_groups") or g("att_groups"),
             g("cross_att_query_groups") or g("att_query_groups"),
             dim,
-            where,
+            f"{where}.cross_att_type",
         )
         gated_cross = g("use_gated_cross_attention")
         cross.gated = bool(g("use_gated_attention") if gated_cross is None else gated_cross)
@@ -239,7 +246,7 @@ def _gate(use: bool, c: dict, replace: bool = False) -> GateConfig:
 def _memory(c: dict, variant: str, where: str) -> MemoryAttentionConfig:
     g = lambda k: _get(c, k, MEMORY_DEFAULTS)  # noqa: E731
     dim, heads = g("embed_dim"), g("att_heads")
-    attn = _heads(g("att_type"), heads, g("att_groups"), g("att_query_groups"), dim, where)
+    attn = _heads(g("att_type"), heads, g("att_groups"), g("att_query_groups"), dim, f"{where}.att_type")
     prefix = "self" if variant == "self" else "interlayer"
     aux = None
     if variant != "simple":
@@ -249,7 +256,7 @@ def _memory(c: dict, variant: str, where: str) -> MemoryAttentionConfig:
             g(f"{prefix}_att_groups"),
             g(f"{prefix}_att_query_groups"),
             dim,
-            where,
+            f"{where}.{prefix}_att_type",
         )
     use = bool(g("use_gated_residual"))
     return MemoryAttentionConfig(
@@ -400,12 +407,26 @@ def rxlm_names(model: RxTModel, variant: str, prefixes: dict[str, str]):
 _IGNORABLE = re.compile(r"(rope\.(inv_freq|cache)$|\.ema_rms$|\.aux_loss$|stm\.memory$|shared_gate_loss$)")
 
 
-def _ignorable(model: RxTModel):
+# Gate tensors rxlm builds but never uses (only ever ignored when our model does not ask for them):
+# with slot status 'linear' every gate gets a slot-status linear, even an ungated or static one; with
+# `disable_residual` the simple variant's gates keep their parameters but the write replaces the STM.
+_UNUSED_SLOT_STATUS = re.compile(r"gate_layers\.\d+\.slot_status\.(weight|bias)$")
+_UNUSED_REPLACED_GATE = re.compile(r"(^|\.)residual_gate_layers\.\d+\.gate(\.weight|\.bias)?$")
+
+
+def _ignorable(model: RxTModel, mem_cfg: dict):
     kind = model.cfg.memory.norm.kind
+    g = lambda k: _get(mem_cfg, k, MEMORY_DEFAULTS)  # noqa: E731
+    slot_status_built = g("residual_gate_slot_status_type") == "linear"
+    gates_replaced = model.cfg.memory.residual_gate.mode == "replace"
 
     def ok(key: str) -> bool:
         if key.endswith(".ema_rms") and kind == "positional":
             return False  # positional norms normalise by it at inference: it must be used
+        if slot_status_built and _UNUSED_SLOT_STATUS.search(key):
+            return True
+        if gates_replaced and _UNUSED_REPLACED_GATE.search(key):
+            return True
         return bool(_IGNORABLE.search(key))
 
     return ok
@@ -437,15 +458,35 @@ def _special_tokens(tok_cfg: dict | None, directory: Path) -> dict[str, int]:
     )
 
 
-def _variant_from_weights(tensors: dict[str, torch.Tensor], mem_cfg: dict) -> str:
+def _variant_from_weights(
+    tensors: dict[str, torch.Tensor], mem_cfg: dict, declared: str | None, where: str
+) -> str:
+    """Which memory-attention class wrote a per-component directory (its name is not stored).
+
+    The self and grouped classes have their own config keys and weights; the simple one builds no slot
+    attention. Interlayer and self-interlayer differ only by the self-interlayer mix gates, which have no
+    tensors when the gates are off: then only a `memory_attention_variant` in the top-level config.json
+    can tell them apart, and guessing would silently compute the wrong STM.
+    """
     keys = " ".join(tensors)
-    if "self_attention_layers." in keys:
+    if "self_attention_layers." in keys or "self_att_type" in mem_cfg:
         return "self"
+    if "mean_attention_layers." not in keys:
+        return "simple"
+    if "num_groups" in mem_cfg:
+        return "grouped-self-interlayer"
     if "interlayer_gate_layers." in keys:
-        return "grouped-self-interlayer" if "num_groups" in mem_cfg else "self-interlayer"
-    if "mean_attention_layers." in keys:
-        return "interlayer"
-    return "simple"
+        return "self-interlayer"
+    if declared in ("interlayer", "self-interlayer"):
+        return declared
+    g = lambda k: _get(mem_cfg, k, MEMORY_DEFAULTS)  # noqa: E731
+    if g("use_gated_residual") or g("residual_gate_slot_status_type") == "linear":
+        return "interlayer"  # a self-interlayer network would have stored its mix-gate tensors
+    raise CheckpointError(
+        f"{where}: an ungated interlayer memory attention stores the same tensors as an ungated "
+        'self-interlayer one; add "memory_attention_variant": "interlayer" or "self-interlayer" '
+        "to a config.json next to decoder/, encoder/, memory_attention/"
+    )
 
 
 def load_rxlm(directory: Path, allow_pickle: bool = False) -> tuple[RxTModel, SourceInfo]:
@@ -482,7 +523,13 @@ def load_rxlm(directory: Path, allow_pickle: bool = False) -> tuple[RxTModel, So
         "encoder": "encoder.model.",
         "memory_attention": "memory_attention.model.",
     }
-    fill_model(model, tensors, rxlm_names(model, variant, prefixes), _ignorable(model), str(wfile))
+    fill_model(
+        model,
+        tensors,
+        rxlm_names(model, variant, prefixes),
+        _ignorable(model, top["memory_attention_config"]),
+        str(wfile),
+    )
     tok = directory / "tokenizer.json"
     return model, SourceInfo(
         "rxlm",
@@ -505,10 +552,13 @@ def _load_components(directory: Path, allow_pickle: bool) -> tuple[RxTModel, Sou
         wfile = weight_file(sub, allow_pickle)
         files += [sub / "config.json", wfile]
         tensors.update({f"{comp}.{k}": v for k, v in load_tensors(wfile, allow_pickle).items()})
-    variant = _variant_from_weights(
-        {k: v for k, v in tensors.items() if k.startswith("memory_attention.")}, cfgs["memory_attention"]
-    )
     top = read_json(directory / "config.json") if (directory / "config.json").is_file() else {}
+    variant = _variant_from_weights(
+        {k: v for k, v in tensors.items() if k.startswith("memory_attention.")},
+        cfgs["memory_attention"],
+        top.get("memory_attention_variant"),
+        str(directory / "memory_attention"),
+    )
     cfg = translate_config(
         cfgs["decoder"],
         cfgs["encoder"],
@@ -520,7 +570,13 @@ def _load_components(directory: Path, allow_pickle: bool) -> tuple[RxTModel, Sou
     cfg.shared_embedding = _embeddings_shared(tensors, "decoder.model.", "encoder.model.")
     model = RxTModel(cfg).eval()
     prefixes = {c: f"{c}.model." for c in COMPONENT_DIRS}
-    fill_model(model, tensors, rxlm_names(model, variant, prefixes), _ignorable(model), str(directory))
+    fill_model(
+        model,
+        tensors,
+        rxlm_names(model, variant, prefixes),
+        _ignorable(model, cfgs["memory_attention"]),
+        str(directory),
+    )
     tok = directory / "tokenizer.json"
     return model, SourceInfo(
         "rxlm-components", str(directory), fingerprint(files), tok if tok.is_file() else None

@@ -1,0 +1,549 @@
+"""`rxt-edge quantize`: an fp32 model package -> a new package with quantized (or fp16) graphs.
+
+Torch-free: onnx + onnxruntime.quantization only. Schemes:
+- `int8-dynamic`: weights int8 per output channel, activations quantized at run time (DynamicQuantizeLinear +
+  MatMulInteger, fused by onnxruntime into DynamicQuantizeMatMul). Presets name the instruction set of the
+  target CPU (see `DYNAMIC_PRESETS`).
+- `int8-block` / `int4-block`: weight-only `MatMulNBits`, block 32, `accuracy_level=4` (int8 activation
+  kernels on CPU; the quantizer's default level 0 runs fp32 kernels that dequantize every weight on every call,
+  measured 40-50x slower).
+- `fp16`: every graph in float16 with float16 I/O (the form `rxt-edge export --dtype fp16` produces, which the
+  runtime allocates buffers for from the manifest); for GPUs.
+
+Which graphs and which weights are quantized is a measured choice (docs/quantization.md): `DEFAULT_SCOPES`.
+The package is built in a temporary directory beside the destination and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from rxt_edge import contract
+from rxt_edge.manifest import Manifest, ManifestError, _created_by, load_manifest, sha256_file, verify_files
+from rxt_edge.manifest import write_manifest as _write_manifest
+
+SCHEMES = ("int8-dynamic", "int8-block", "int4-block", "fp16")
+CPU_SCHEMES = ("int8-dynamic", "int8-block", "int4-block")
+BLOCK_SIZE = 32
+ACCURACY_LEVEL = 4  # MatMulNBits: int8 activations (integer kernels) on CPU
+EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with headroom
+
+
+class QuantizeError(RuntimeError):
+    """Quantization failed or was asked something impossible; nothing was written at the destination."""
+
+
+@dataclass(frozen=True)
+class DynamicPreset:
+    """Dynamic-int8 settings for one CPU family.
+
+    The values are those of optimum-onnx's `AutoQuantizationConfig.<name>(is_static=False)` (onnxruntime
+    IntegerOps, uint8 activations): optimum itself is not a dependency because it requires torch and pins
+    transformers < 4.58 (see docs/quantization.md); tests compare the two where optimum is installed.
+    """
+
+    name: str
+    weight_type: str  # "uint8" | "int8"
+    per_channel: bool = True
+    reduce_range: bool = False  # 7-bit weights: avoids VPMADDUBSW saturation on AVX2/AVX-512 without VNNI
+    weight_symmetric: bool = True
+    activation_symmetric: bool = False
+    activation_type: str = "uint8"  # onnxruntime's dynamic quantization supports uint8 activations only
+
+
+DYNAMIC_PRESETS = {
+    "avx2": DynamicPreset("avx2", "uint8"),  # u8 x u8: no saturation on AVX2 (no VNNI)
+    "avx512": DynamicPreset("avx512", "int8"),
+    "avx512_vnni": DynamicPreset("avx512_vnni", "int8"),  # u8 x s8 -> VPDPBUSD
+    "arm64": DynamicPreset("arm64", "int8"),
+}
+DEFAULT_PRESET = "avx2"  # runs correctly on every x86-64 laptop CPU; pick avx512_vnni/arm64 for those targets
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What gets quantized: which graphs, and within them whether the head and the embedding are included."""
+
+    graphs: tuple[str, ...]
+    head: bool = True  # the decoder's output projection (dim x vocab)
+    embedding: bool = False  # the token embedding (a Gather); only size changes, never speed
+
+    def to_json(self) -> dict[str, Any]:
+        return {"graphs": list(self.graphs), "head": self.head, "embedding": self.embedding}
+
+
+# Measured defaults (docs/quantization.md): the decoder (head included) carries the decode cost and tolerates
+# int8; the encoder and memory-update graphs write the STM, where errors accumulate over turns, and run off the
+# user's path, so they stay fp32 unless asked for. memory_kv is a small projection run once per turn.
+DEFAULT_SCOPES = {
+    "int8-dynamic": Scope(graphs=(contract.DECODER,), head=True, embedding=False),
+    "int8-block": Scope(graphs=(contract.DECODER,), head=True, embedding=False),
+    "int4-block": Scope(graphs=(contract.DECODER,), head=True, embedding=False),
+    "fp16": Scope(graphs=contract.GRAPH_NAMES, head=True, embedding=True),
+}
+
+
+@dataclass
+class QuantizeResult:
+    output: Path
+    manifest: Manifest
+    scheme: str
+    preset: str | None
+    scope: Scope
+    quantized_nodes: dict[str, int] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- graph helpers
+
+
+def _name_nodes(model: onnx.ModelProto) -> None:
+    """Give every node a unique name: the quantizers include/exclude nodes by name."""
+    seen: set[str] = set()
+    for i, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{i}_rxq"
+        seen.add(node.name)
+
+
+def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    return {t.name: t for t in model.graph.initializer}
+
+
+def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def head_gemm_to_matmul(model: onnx.ModelProto, vocab: int) -> int:
+    """Rewrite the head's `Gemm(x, W^T, b)` as `MatMul(x, W') + b` so the quantizers (MatMul only) can take it.
+
+    Only a plain Gemm (alpha = beta = 1, no transA, constant W of shape [vocab, dim] or [dim, vocab]) is
+    rewritten; returns how many nodes were. The arithmetic is unchanged up to fp32 rounding.
+    """
+    inits = _initializers(model)
+    users: dict[str, int] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            users[i] = users.get(i, 0) + 1
+    new_nodes, count = [], 0
+    for node in model.graph.node:
+        w = inits.get(node.input[1]) if node.op_type == "Gemm" and len(node.input) >= 2 else None
+        plain = (
+            w is not None
+            and _attr(node, "alpha", 1.0) == 1.0
+            and _attr(node, "beta", 1.0) == 1.0
+            and not _attr(node, "transA", 0)
+            and len(w.dims) == 2
+            and vocab in tuple(w.dims)
+        )
+        if not plain:
+            new_nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(w)
+        if _attr(node, "transB", 0):
+            weight = weight.T
+        if weight.shape[1] != vocab:
+            new_nodes.append(node)
+            continue
+        wname = f"{node.input[1]}.matmul_rxq"
+        model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), wname))
+        if users.get(node.input[1], 0) == 1:
+            model.graph.initializer.remove(w)
+        out = node.output[0]
+        has_bias = len(node.input) > 2 and node.input[2]
+        mm_out = f"{out}.matmul_rxq" if has_bias else out
+        new_nodes.append(
+            helper.make_node("MatMul", [node.input[0], wname], [mm_out], name=f"{node.name}_matmul")
+        )
+        if has_bias:
+            new_nodes.append(
+                helper.make_node("Add", [mm_out, node.input[2]], [out], name=f"{node.name}_bias")
+            )
+        count += 1
+    del model.graph.node[:]
+    model.graph.node.extend(new_nodes)
+    return count
+
+
+def _const_weight(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> onnx.TensorProto | None:
+    if node.op_type in ("MatMul", "Gemm") and len(node.input) >= 2:
+        return inits.get(node.input[1])
+    if node.op_type == "Gather":
+        return inits.get(node.input[0])
+    return None
+
+
+def classify_nodes(model: onnx.ModelProto, vocab: int, dim: int) -> dict[str, list[str]]:
+    """Names of the weight-carrying nodes by role: `linear` (MatMul with a constant weight), `head`, `embedding`."""
+    inits = _initializers(model)
+    roles: dict[str, list[str]] = {"linear": [], "head": [], "embedding": []}
+    for node in model.graph.node:
+        w = _const_weight(node, inits)
+        if w is None or w.data_type != onnx.TensorProto.FLOAT or len(w.dims) != 2:
+            continue
+        dims = tuple(w.dims)
+        if node.op_type == "Gather":
+            if dims == (vocab, dim):
+                roles["embedding"].append(node.name)
+        elif vocab in dims and dim in dims:
+            roles["head"].append(node.name)
+        elif node.op_type == "MatMul":
+            roles["linear"].append(node.name)
+    return roles
+
+
+def _selected(roles: dict[str, list[str]], scope: Scope) -> tuple[list[str], list[str]]:
+    """(nodes to quantize, other weight nodes to leave in fp32)."""
+    take = list(roles["linear"])
+    take += roles["head"] if scope.head else []
+    take += roles["embedding"] if scope.embedding else []
+    leave = [n for r in roles.values() for n in r if n not in take]
+    return take, leave
+
+
+@contextlib.contextmanager
+def _quiet():
+    """onnxruntime's quantizers log a warning per model (pre-processing advice) and print progress."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def _load(path: Path) -> onnx.ModelProto:
+    return onnx.load(str(path), load_external_data=True)
+
+
+def _save(model: onnx.ModelProto, path: Path) -> None:
+    big = model.ByteSize() > EXTERNAL_DATA_BYTES
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=big,
+        all_tensors_to_one_file=True,
+        location=f"{path.name}.data",
+    )
+
+
+def _count(model: onnx.ModelProto, ops: Iterable[str]) -> int:
+    ops = set(ops)
+    return sum(1 for n in model.graph.node if n.op_type in ops)
+
+
+# ---------------------------------------------------------------- schemes
+
+
+def quantize_graph_dynamic(
+    model: onnx.ModelProto, out: Path, preset: DynamicPreset, take: list[str], leave: list[str]
+) -> int:
+    """Dynamic int8 (IntegerOps) of the `take` nodes; returns how many nodes were quantized."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    wtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[preset.weight_type]
+    ops = sorted({"MatMul"} | ({"Gather"} if any(_is_gather(model, n) for n in take) else set()))
+    with tempfile.TemporaryDirectory() as tmp, _quiet():
+        tmp_out = Path(tmp) / "q.onnx"
+        quantize_dynamic(
+            model,
+            tmp_out,
+            op_types_to_quantize=ops,
+            per_channel=preset.per_channel,
+            reduce_range=preset.reduce_range,
+            weight_type=wtype,
+            nodes_to_quantize=take,
+            nodes_to_exclude=leave,
+            use_external_data_format=model.ByteSize() > EXTERNAL_DATA_BYTES,
+            extra_options={
+                "WeightSymmetric": preset.weight_symmetric,
+                "ActivationSymmetric": preset.activation_symmetric,
+                "MatMulConstBOnly": True,
+            },
+        )
+        q = _load(tmp_out)
+    _save(q, out)
+    return _count(q, ("MatMulInteger", "DynamicQuantizeMatMul")) + _gathers_quantized(q)
+
+
+def _is_gather(model: onnx.ModelProto, name: str) -> bool:
+    return any(n.name == name and n.op_type == "Gather" for n in model.graph.node)
+
+
+def _gathers_quantized(model: onnx.ModelProto) -> int:
+    inits = _initializers(model)
+    return sum(
+        1
+        for n in model.graph.node
+        if n.op_type == "Gather"
+        and n.input[0] in inits
+        and inits[n.input[0]].data_type in (onnx.TensorProto.UINT8, onnx.TensorProto.INT8)
+    )
+
+
+def quantize_graph_block(
+    model: onnx.ModelProto, out: Path, bits: int, take: list[str], leave: list[str]
+) -> int:
+    """Weight-only MatMulNBits (and GatherBlockQuantized for the embedding) of the `take` nodes."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    ops = ("MatMul", "Gather") if any(_is_gather(model, n) for n in take) else ("MatMul",)
+    with _quiet():
+        q = MatMulNBitsQuantizer(
+            model,
+            bits=bits,
+            block_size=BLOCK_SIZE,
+            is_symmetric=True,
+            accuracy_level=ACCURACY_LEVEL,
+            nodes_to_include=take,
+            nodes_to_exclude=leave,
+            op_types_to_quantize=ops,
+        )
+        q.process()
+    result = q.model.model
+    _save(result, out)
+    return _count(result, ("MatMulNBits", "GatherBlockQuantized"))
+
+
+def convert_graph_fp16(model: onnx.ModelProto, out: Path) -> int:
+    """Everything float16, I/O included; returns the number of float initializers converted."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    n = sum(1 for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+    with _quiet():
+        half = convert_float_to_float16(model, keep_io_types=False, disable_shape_infer=True)
+    _save(half, out)
+    return n
+
+
+# ---------------------------------------------------------------- package
+
+
+def _check_scope(scope: Scope, scheme: str) -> None:
+    bad = [g for g in scope.graphs if g not in contract.GRAPH_NAMES]
+    if bad:
+        raise QuantizeError(f"graphs: unknown graph(s) {bad}; choose from {list(contract.GRAPH_NAMES)}")
+    if scheme == "fp16" and set(scope.graphs) != set(contract.GRAPH_NAMES):
+        raise QuantizeError(
+            "graphs: fp16 converts all four graphs (the runtime shares float16 STM buffers between them)"
+        )
+    if not scope.graphs:
+        raise QuantizeError("graphs: nothing to quantize (empty graph list)")
+    if scheme == "int8-block" and scope.embedding:
+        raise QuantizeError(
+            "embedding: int8-block cannot quantize the embedding (onnxruntime's GatherBlockQuantized is 4-bit only)"
+        )
+
+
+def _graph_entry(staging: Path, name: str, precision: str, fdt: str, dims: contract.ModelDims) -> dict:
+    path = staging / f"{name}.onnx"
+    extra = sorted(p for p in staging.iterdir() if p.name.startswith(f"{name}.onnx") and p != path)
+    ins, outs = contract.graph_io(dims, name, fdt)
+    entry = {
+        "file": path.name,
+        "sha256": sha256_file(path),
+        "size": path.stat().st_size,
+        "inputs": [s.to_json() for s in ins],
+        "outputs": [s.to_json() for s in outs],
+        "precision": precision,
+    }
+    if extra:
+        entry["external_data"] = [
+            {"file": p.name, "sha256": sha256_file(p), "size": p.stat().st_size} for p in extra
+        ]
+    return entry
+
+
+def quantize_package(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    scheme: str,
+    preset: str | None = None,
+    scope: Scope | None = None,
+    reduce_range: bool | None = None,
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> QuantizeResult:
+    """Write a quantized copy of the fp32 package `source` to `output` (atomically) and return its manifest.
+
+    `preset` applies to `int8-dynamic` only (default `DEFAULT_PRESET`); `scope` overrides the measured
+    default of the scheme; `reduce_range` overrides the preset's.
+    """
+    if scheme not in SCHEMES:
+        raise QuantizeError(f"scheme: {scheme!r} is not supported; choose one of {list(SCHEMES)}")
+    if scheme == "int8-dynamic":
+        preset = preset or DEFAULT_PRESET
+        if preset not in DYNAMIC_PRESETS:
+            raise QuantizeError(f"preset: {preset!r} is unknown; choose one of {list(DYNAMIC_PRESETS)}")
+    elif preset is not None:
+        raise QuantizeError(f"preset: presets apply to int8-dynamic only, not to {scheme}")
+    dyn = DYNAMIC_PRESETS[preset] if preset else None
+    if dyn is not None and reduce_range is not None:
+        dyn = replace(dyn, reduce_range=bool(reduce_range))
+    scope = scope or DEFAULT_SCOPES[scheme]
+    _check_scope(scope, scheme)
+
+    src, out = Path(source), Path(output)
+    try:
+        manifest = load_manifest(src)
+        verify_files(src, manifest)
+    except ManifestError as e:
+        raise QuantizeError(f"{src}: not a valid model package: {e}") from None
+    if manifest.precision != "fp32" or manifest.quantization is not None:
+        raise QuantizeError(
+            f"{src}: precision is {manifest.precision!r}; quantize an fp32 package (the exporter's default)"
+        )
+    if out.resolve() == src.resolve():
+        raise QuantizeError(f"{out}: the output must be a new directory, not the source package")
+    if out.exists() and not overwrite:
+        raise QuantizeError(f"{out} already exists; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(out.parent, os.W_OK):
+        raise QuantizeError(f"{out.parent} is not writable")
+
+    dims = manifest.model
+    fdt = "float16" if scheme == "fp16" else "float32"
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        counts: dict[str, int] = {}
+        data = manifest.to_json()
+        for name in contract.GRAPH_NAMES:
+            gpath = src / manifest.graphs[name].file
+            dest = staging / f"{name}.onnx"
+            if name not in scope.graphs:  # copied as is: same files, same hashes
+                for ref in (manifest.graphs[name].ref, *manifest.graphs[name].external_data):
+                    (staging / ref.file).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src / ref.file, staging / ref.file)
+                continue
+            if progress:
+                progress(name)
+            model = _load(gpath)
+            _name_nodes(model)
+            try:
+                if scheme == "fp16":
+                    counts[name] = convert_graph_fp16(model, dest)
+                else:
+                    if scope.head and name == contract.DECODER:
+                        head_gemm_to_matmul(model, dims.vocab_size)
+                    take, leave = _selected(classify_nodes(model, dims.vocab_size, dims.dim), scope)
+                    if not take:
+                        _save(model, dest)
+                        counts[name] = 0
+                    elif scheme == "int8-dynamic":
+                        counts[name] = quantize_graph_dynamic(model, dest, dyn, take, leave)
+                    else:
+                        bits = 8 if scheme == "int8-block" else 4
+                        counts[name] = quantize_graph_block(model, dest, bits, take, leave)
+                _check_graph(dest)
+            except QuantizeError:
+                raise
+            except Exception as e:  # noqa: BLE001 - any quantizer failure is reported with the graph name
+                raise QuantizeError(
+                    f"quantizing the {name} graph ({scheme}) failed: {type(e).__name__}: {e}"
+                ) from e
+            data["graphs"][name] = _graph_entry(staging, name, scheme, fdt, dims)
+
+        stm_name = Path(manifest.initial_stm.file).name
+        if fdt == "float32":  # unchanged: the same bytes and hash
+            shutil.copyfile(src / manifest.initial_stm.file, staging / stm_name)
+        else:
+            stm = np.load(src / manifest.initial_stm.file, allow_pickle=False).astype(fdt)
+            np.save(staging / stm_name, stm, allow_pickle=False)
+        data["initial_stm"] = {**data["initial_stm"], "file": stm_name}
+        data["initial_stm"]["sha256"] = sha256_file(staging / stm_name)
+        data["initial_stm"].pop("size", None)
+        tok_name = Path(manifest.tokenizer.file).name
+        shutil.copyfile(src / manifest.tokenizer.file, staging / tok_name)
+        data["tokenizer"] = {**data["tokenizer"], "file": tok_name, "sha256": sha256_file(staging / tok_name)}
+        data["precision"] = scheme
+        data["created_by"] = _created_by()
+        data["quantization"] = _quantization_record(manifest, scheme, dyn, scope, counts)
+        new_manifest = Manifest.from_json(data)
+        _write_manifest(staging, new_manifest)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return QuantizeResult(out, new_manifest, scheme, preset, scope, counts)
+
+
+def _quantization_record(
+    manifest: Manifest, scheme: str, dyn: DynamicPreset | None, scope: Scope, counts: dict[str, int]
+) -> dict[str, Any]:
+    import onnxruntime
+
+    rec: dict[str, Any] = {
+        "scheme": scheme,
+        "preset": dyn.name if dyn else None,
+        "source_fingerprint": manifest.fingerprint(),
+        "source_precision": manifest.precision,
+        **scope.to_json(),
+        "quantized_nodes": dict(counts),
+        "tool": f"onnxruntime {onnxruntime.__version__}, onnx {onnx.__version__}",
+    }
+    if dyn is not None:
+        rec.update(
+            weight_type=dyn.weight_type,
+            activation_type=dyn.activation_type,
+            per_channel=dyn.per_channel,
+            reduce_range=dyn.reduce_range,
+            weight_symmetric=dyn.weight_symmetric,
+            activation_symmetric=dyn.activation_symmetric,
+        )
+    elif scheme in ("int8-block", "int4-block"):
+        rec.update(
+            bits=8 if scheme == "int8-block" else 4,
+            block_size=BLOCK_SIZE,
+            accuracy_level=ACCURACY_LEVEL,
+            symmetric=True,
+        )
+    return rec
+
+
+def _check_graph(path: Path) -> None:
+    """The quantized graph must load in onnxruntime with every optimization on (fusions included)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001
+        raise QuantizeError(f"{path.name}: onnxruntime cannot load the quantized graph: {e}") from e
+
+
+def optimum_preset(name: str) -> DynamicPreset | None:
+    """The same preset read from optimum-onnx's `AutoQuantizationConfig`, or None where optimum is not installed."""
+    try:
+        from optimum.onnxruntime.configuration import AutoQuantizationConfig
+    except Exception:  # noqa: BLE001 - not installed, or an incompatible transformers
+        return None
+    cfg = getattr(AutoQuantizationConfig, name)(is_static=False)
+    return DynamicPreset(
+        name=name,
+        weight_type="int8" if cfg.weights_dtype.name == "QInt8" else "uint8",
+        per_channel=bool(cfg.per_channel),
+        reduce_range=bool(cfg.reduce_range),
+        weight_symmetric=bool(cfg.weights_symmetric),
+        activation_symmetric=bool(cfg.activations_symmetric),
+        activation_type="int8" if cfg.activations_dtype.name == "QInt8" else "uint8",
+    )

@@ -1,0 +1,185 @@
+"""`rxt-edge bench` end to end on the tiny preset: the report's structure and sanity, never its timings."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from rxt_edge.apps.cli import app
+from rxt_edge.export.bench import BenchError, BenchOptions, curve_summary, plot_available, run_bench
+from typer.testing import CliRunner
+
+pytest.importorskip("torch")
+pytestmark = pytest.mark.slow  # one tiny export + bench (about a minute), shared by the module
+
+TURNS, QUERY, ANSWER = 3, 6, 5
+DELAYS = (0.0, 0.02)
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    """One tiny bench through the CLI: (report, workdir, output dir)."""
+    out = tmp_path_factory.mktemp("bench")
+    args = [
+        "bench", "--config", "tiny", "--turns", str(TURNS), "--query-tokens", str(QUERY),
+        "--answer-tokens", str(ANSWER), "--typing-delays", ",".join(map(str, DELAYS)), "--speed-turns", "2",
+        "--update-turns", "3", "--baseline", "both", "--threads", "1", "--workdir", str(out / "work"),
+        "--json", str(out / "report.json"), "--markdown", str(out / "report.md"),
+    ]  # fmt: skip
+    if plot_available():
+        args += ["--plot", str(out / "latency.png")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return json.loads((out / "report.json").read_text()), out / "work", out
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_latency_curves_have_one_point_per_turn_and_fixed_answers(bench_run):
+    report, _, _ = bench_run
+    lat = report["latency"]
+    assert set(lat) == {"rxt", "baseline", "baseline_cached"}
+    for curve in lat.values():
+        assert len(curve["ttft_s"]) == len(curve["total_s"]) == TURNS
+        assert all(_positive(t) for t in curve["total_s"] + curve["ttft_s"])
+        assert all(f <= t for f, t in zip(curve["ttft_s"], curve["total_s"], strict=True))
+        assert curve["answer_tokens"] == [ANSWER] * TURNS  # [EOS] never cut an answer short
+        for key in ("ratio_total", "ratio_ttft", "ratio_total_window", "ratio_ttft_window"):
+            assert _positive(curve[key]), key
+        assert curve["torch_imported"] is False  # onnxruntime runs happen in torch-free processes
+        assert _positive(curve["peak_rss_mb"])
+
+
+def test_baseline_rereads_the_whole_conversation(bench_run):
+    report, _, _ = bench_run
+    per_turn = QUERY + 3 + ANSWER + 1  # [BOS][Q] query [A] answer [EOS]
+    expected = [t * per_turn + QUERY + 3 for t in range(TURNS)]
+    assert report["latency"]["baseline"]["context_tokens"] == expected
+    assert report["latency"]["baseline_cached"]["context_tokens"] == expected
+    assert 0 < report["latency"]["baseline"]["params"]
+
+
+def test_speed_rows_and_reference(bench_run):
+    report, _, _ = bench_run
+    speed = report["speed"]
+    assert speed["threads"] == 1 and speed["decode_tokens"] == ANSWER
+    rows = {r["package"]: r for r in speed["runtime"]}
+    assert "fp32" in rows
+    for row in rows.values():
+        for key in ("prompt_ms", "decode_ms_per_token", "memory_update_ms", "peak_rss_mb"):
+            assert _positive(row[key]), key
+        assert row["package_bytes"] > 0
+        assert row["decoder_weight_bytes_per_token"] > 0
+        assert _positive(row["bandwidth_floor_ms"]) and _positive(row["floor_ratio"])
+        assert _positive(row["speedup_vs_torch"]["decode"])
+    engines = [r["engine"] for r in speed["reference"]]
+    assert any("rxt-edge model" in e for e in engines)
+    for ref in speed["reference"]:
+        assert _positive(ref["decode_ms_per_token"]) and _positive(ref["memory_update_ms"])
+    try:
+        import rxlm  # noqa: F401
+    except ImportError:
+        return
+    (rx,) = [r for r in speed["reference"] if "rxlm" in r["engine"]]
+    # the rxlm twin really holds our weights: the first prompt's logits agree
+    assert rx["same_weights_first_logits_max_diff"] < 1e-3
+
+
+def test_quantized_row_reads_fewer_weight_bytes(bench_run):
+    report, _, _ = bench_run
+    rows = {r["package"]: r for r in report["speed"]["runtime"]}
+    quantized = [r for name, r in rows.items() if name != "fp32"]
+    if not quantized:
+        assert any("quantiz" in n for n in report["notes"])
+        return
+    assert quantized[0]["decoder_weight_bytes_per_token"] < rows["fp32"]["decoder_weight_bytes_per_token"]
+
+
+def test_memory_update_section_per_typing_delay(bench_run):
+    report, _, _ = bench_run
+    upd = report["memory_update"]
+    assert [u["typing_delay_s"] for u in upd] == list(DELAYS)
+    for u in upd:
+        assert 0.0 <= u["turns_waited_share"] <= 1.0
+        assert _positive(u["memory_update_ms"]) and u["mean_wait_ms"] >= 0
+
+
+def test_machine_targets_and_plot(bench_run):
+    report, _, out = bench_run
+    assert report["schema"] == "rxt-edge-bench/1"
+    assert report["machine"]["logical_cpus"] >= 1 and report["machine"]["onnxruntime"]
+    assert _positive(report["bandwidth"]["gb_per_s"])
+    assert report["targets"] and all(t["met"] in (True, False, None) for t in report["targets"])
+    if plot_available():
+        assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    for row in ("| RxT (rxt-edge) |", "| stateless baseline (re-reads) |", "| fp32 |"):
+        assert row in md
+
+
+def test_package_bench_runs_without_torch(bench_run, tmp_path):
+    """A package is benchmarked in a process where torch cannot be imported: the torch rows are skipped."""
+    _, work, _ = bench_run
+    out = tmp_path / "r.json"
+    argv = [
+        "rxt-edge", "bench", str(work / "tiny" / "package-fp32"), "--turns", "2", "--query-tokens", "4",
+        "--answer-tokens", "3", "--typing-delays", "0", "--speed-turns", "1", "--update-turns", "2",
+        "--quantize", "none", "--threads", "1", "--workdir", str(tmp_path / "w"), "--json", str(out),
+    ]  # fmt: skip
+    code = f"import sys; sys.modules['torch'] = None; sys.argv = {argv!r}; from rxt_edge.apps.cli import main; main()"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(report["latency"]) == {"rxt"}
+    assert report["speed"]["reference"] == []
+    assert any("torch is not installed" in n for n in report["notes"])
+    assert _positive(report["speed"]["runtime"][0]["decode_ms_per_token"])
+
+
+def test_baseline_graph_matches_torch_and_cache_reuse_changes_nothing(bench_run):
+    import torch
+    from rxt_edge.export.baseline import META_FILE, StatelessChat, baseline_dims, baseline_module
+    from rxt_edge.export.checkpoints import load_checkpoint
+
+    _, work, _ = bench_run
+    model, _ = load_checkpoint(str(work / "tiny" / "checkpoint"))
+    bdir = work / "tiny" / "baseline"
+    assert (bdir / META_FILE).is_file()
+    prompt = [1, 3, *range(20, 31), 4]
+    chats = [StatelessChat(bdir, 200, threads=1, reuse_cache=r, prefill_chunk=5) for r in (False, True)]
+    answers = [[c.turn(prompt, 6).answer for _ in range(3)] for c in chats]
+    assert answers[0] == answers[1]  # the kept cache holds exactly what re-reading recomputes
+    # the graph's first answer token is torch's greedy choice on the same context ([EOS] excluded)
+    d = baseline_dims(model)
+    empty = torch.zeros(0, 1, d.self_kv_heads, d.head_dim)
+    context = chats[0].history[: -(6 + 1)]
+    with torch.no_grad():
+        logits = baseline_module(model)(torch.tensor([context]), *([empty] * (2 * d.decoder_layers)))[0][0]
+    logits[model.cfg.special_tokens["eos"]] = -math.inf
+    assert int(logits.argmax()) == answers[0][-1][0]
+    assert not np.isnan(logits.numpy()).any()
+
+
+def test_options_are_checked():
+    with pytest.raises(BenchError, match="either a MODEL_DIR or --config"):
+        run_bench(BenchOptions())
+    with pytest.raises(BenchError, match="baseline"):
+        run_bench(BenchOptions(config="tiny", baseline="sometimes"))
+    with pytest.raises(BenchError, match="answer_tokens"):
+        run_bench(BenchOptions(config="tiny", answer_tokens=1))
+
+
+def test_robust_ratio_ignores_one_slow_turn():
+    flat = [0.1] * 10
+    spiked = flat[:-1] + [0.5]  # a single preempted last turn
+    s = curve_summary(flat, spiked, window=3)
+    assert s["ratio_total"] > 4  # the raw ratio sees the spike
+    assert s["ratio_total_window"] == pytest.approx(1.0)  # the median window does not
+    growing = [0.1 * (i + 1) for i in range(10)]
+    assert curve_summary(growing, growing, window=3)["ratio_total_window"] > 3

@@ -1,0 +1,347 @@
+"""`rxt-edge quantize`: quantized packages keep the graph contract, load in the runtime, and stay close to the source.
+
+The quality thresholds are set far from what the random-weight tiny package measures (docs/quantization.md)
+and far from what a broken graph gives: `test_thresholds_catch_a_broken_graph` scrambles the quantized weights
+and checks that the same thresholds fail. Chance level for greedy/top-1 agreement is 1/300 here. Free-running
+greedy agreement is the loosest check: on a random model one early flip changes the rest of the answer.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+from rxt_edge.export.quant_report import compare_packages, kl_divergence, positional_agreement
+from rxt_edge.export.quantize import (
+    CPU_SCHEMES,
+    DYNAMIC_PRESETS,
+    QuantizeError,
+    Scope,
+    head_gemm_to_matmul,
+    optimum_preset,
+    quantize_package,
+)
+
+from rxt_edge import contract
+from rxt_edge.manifest import load_manifest, sha256_file, write_manifest
+from rxt_edge.session import RxTSession
+
+# scheme -> (min teacher-forced top-1 agreement, max mean KL in nats, min greedy token agreement)
+THRESHOLDS = {
+    "int8-dynamic": (0.85, 1e-3, 0.1),
+    "int8-block": (0.85, 1e-3, 0.1),
+    "int4-block": (0.7, 2e-2, 0.03),
+    "fp16": (0.95, 1e-4, 0.5),
+}
+QUANT_OPS = {
+    "int8-dynamic": {"MatMulInteger", "DynamicQuantizeMatMul"},
+    "int8-block": {"MatMulNBits"},
+    "int4-block": {"MatMulNBits"},
+}
+
+
+def _report(source: Path, quantized: Path, **kw):
+    return compare_packages(source, quantized, max_new_tokens=16, threads=1, **kw)
+
+
+def _check_quality(report, scheme: str) -> list[str]:
+    top1, kl, greedy = THRESHOLDS[scheme]
+    fails = []
+    if report.teacher_forced_top1_agreement < top1:
+        fails.append(f"top-1 {report.teacher_forced_top1_agreement:.3f} < {top1}")
+    if not report.mean_kl <= kl:
+        fails.append(f"KL {report.mean_kl:.2e} > {kl}")
+    if report.greedy_token_agreement < greedy:
+        fails.append(f"greedy {report.greedy_token_agreement:.3f} < {greedy}")
+    return fails
+
+
+@pytest.fixture(scope="module")
+def quantized(tiny_package: Path, tmp_path_factory: pytest.TempPathFactory):
+    """scheme -> quantized package directory (default scope), built once per module."""
+    root = tmp_path_factory.mktemp("quantized")
+    done: dict[str, Path] = {}
+
+    def get(scheme: str) -> Path:
+        if scheme not in done:
+            done[scheme] = quantize_package(tiny_package, root / scheme, scheme).output
+        return done[scheme]
+
+    return get
+
+
+@pytest.mark.parametrize("scheme", CPU_SCHEMES)
+def test_cpu_scheme_manifest_and_graphs(tiny_package: Path, quantized, scheme: str) -> None:
+    out = quantized(scheme)
+    src, man = load_manifest(tiny_package), load_manifest(out)
+    q = man.quantization
+    assert man.precision == scheme and q["scheme"] == scheme
+    assert q["source_fingerprint"] == src.fingerprint()
+    assert q["graphs"] == [contract.DECODER] and q["head"] is True
+    assert q["preset"] == ("avx2" if scheme == "int8-dynamic" else None)
+    if scheme != "int8-dynamic":
+        assert q["block_size"] == 32 and q["accuracy_level"] == 4 and q["bits"] == int(scheme[3])
+    assert man.graphs[contract.DECODER].precision == scheme
+    for name in (contract.ENCODER, contract.MEMORY_UPDATE, contract.MEMORY_KV):  # untouched, same bytes
+        assert man.graphs[name].precision == "fp32"
+        assert man.graphs[name].sha256 == src.graphs[name].sha256
+    for name in contract.GRAPH_NAMES:  # the I/O contract is unchanged
+        assert man.graphs[name].inputs == src.graphs[name].inputs
+        assert man.graphs[name].outputs == src.graphs[name].outputs
+    assert man.initial_stm.sha256 == src.initial_stm.sha256
+    assert man.tokenizer.sha256 == src.tokenizer.sha256
+
+    graph = onnx.load(str(out / "decoder.onnx"))
+    ops = {n.op_type for n in graph.graph.node}
+    assert ops & QUANT_OPS[scheme]
+    assert "Gemm" not in ops  # the head was rewritten to MatMul and quantized
+    inits = {t.name for t in graph.graph.initializer}
+    float_weights = [n.name for n in graph.graph.node if n.op_type == "MatMul" and n.input[1] in inits]
+    assert float_weights == []  # every linear layer, head included, is quantized
+    assert q["quantized_nodes"]["decoder"] >= 2 * 8 + 1  # 2 layers x 8 projections + head
+    sess = ort.InferenceSession(str(out / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == [t.name for t in src.graphs["decoder"].inputs]
+
+
+@pytest.mark.parametrize("scheme", CPU_SCHEMES)
+def test_cpu_scheme_report_within_thresholds(tiny_package: Path, quantized, scheme: str) -> None:
+    out = quantized(scheme)
+    report = _report(tiny_package, out)
+    assert _check_quality(report, scheme) == []
+    assert report.stm_drift == [0.0] * report.turns  # memory graphs untouched: bit-identical STM
+    assert report.sizes["quantized"]["decoder"] < report.sizes["source"]["decoder"]
+    assert report.size_ratio < 1.0
+    for side in ("source", "quantized"):
+        t = report.timing[side]
+        assert t.decode_ms_per_token > 0 and t.prompt_ms > 0 and t.memory_update_ms > 0
+    data = json.loads(json.dumps(report.to_json()))
+    assert data["scheme"] == scheme and data["final_stm_drift"] == 0.0
+    assert data["recall"] is None  # no demo recipe beside a temporary package
+
+
+@pytest.mark.parametrize("scheme", CPU_SCHEMES)
+def test_runtime_runs_quantized_package(quantized, scheme: str) -> None:
+    with RxTSession.load(quantized(scheme), threads=1) as session:
+        conv = session.conversation()
+        first = conv.interact_ids([10, 11, 12], max_new_tokens=8)
+        conv.interact_ids([13, 14], max_new_tokens=8)
+        stm = conv.stm()
+    assert 1 <= len(first) <= 8
+    assert np.isfinite(stm).all() and stm.shape == session.package.stm_shape
+
+
+def _scramble(package: Path, dest: Path) -> Path:
+    """A copy whose quantized decoder weights are permuted: same shapes and ops, wrong numbers."""
+    shutil.copytree(package, dest)
+    model = onnx.load(str(dest / "decoder.onnx"))
+    rng = np.random.default_rng(0)
+    for i, t in enumerate(model.graph.initializer):
+        if t.data_type in (onnx.TensorProto.UINT8, onnx.TensorProto.INT8) and len(t.dims) >= 2:
+            a = numpy_helper.to_array(t).copy()
+            flat = a.reshape(-1)
+            rng.shuffle(flat)
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(flat.reshape(a.shape), t.name))
+    onnx.save(model, str(dest / "decoder.onnx"))
+    man = load_manifest(dest)
+    data = man.to_json()
+    data["graphs"]["decoder"]["sha256"] = sha256_file(dest / "decoder.onnx")
+    data["graphs"]["decoder"]["size"] = (dest / "decoder.onnx").stat().st_size
+    write_manifest(dest, type(man).from_json(data))
+    return dest
+
+
+@pytest.mark.parametrize("scheme", ["int8-dynamic", "int4-block"])
+def test_thresholds_catch_a_broken_graph(tiny_package: Path, quantized, tmp_path: Path, scheme: str) -> None:
+    broken = _scramble(quantized(scheme), tmp_path / "broken")
+    report = _report(tiny_package, broken, speed=False)
+    fails = _check_quality(report, scheme)
+    assert any(f.startswith("top-1") for f in fails), fails
+    assert any(f.startswith("KL") for f in fails), fails
+
+
+def test_memory_graphs_in_int8_drift_but_stay_bounded(tiny_package: Path, tmp_path: Path) -> None:
+    scope = Scope(graphs=contract.GRAPH_NAMES, head=True, embedding=False)
+    out = quantize_package(tiny_package, tmp_path / "all", "int8-dynamic", scope=scope).output
+    man = load_manifest(out)
+    assert {g.precision for g in man.graphs.values()} == {"int8-dynamic"}
+    assert man.quantization["graphs"] == list(contract.GRAPH_NAMES)
+    report = _report(tiny_package, out, speed=False)
+    assert _check_quality(report, "int8-dynamic") == []
+    assert 0.0 < report.final_stm_drift < 0.05  # measured ~0.01 after 6 turns
+    assert all(d < 0.05 for d in report.stm_drift)
+
+
+def test_fp16_package_is_float16_throughout(tiny_package: Path, tmp_path: Path) -> None:
+    out = quantize_package(tiny_package, tmp_path / "fp16", "fp16").output
+    man = load_manifest(out)
+    assert man.precision == "fp16" and man.quantization["graphs"] == list(contract.GRAPH_NAMES)
+    for g in man.graphs.values():
+        assert g.precision == "fp16"
+        assert {t.dtype for t in g.inputs + g.outputs} <= {"float16", "int64"}
+    assert np.load(out / "initial_stm.npy").dtype == np.float16
+    report = _report(tiny_package, out, speed=False)
+    assert _check_quality(report, "fp16") == []
+    assert report.final_stm_drift < 0.01
+    with RxTSession.load(
+        out, threads=1
+    ) as session:  # the runtime allocates float16 buffers from the manifest
+        conv = session.conversation()
+        assert conv.interact_ids([10, 11], max_new_tokens=4)
+        assert conv.stm().dtype == np.float16
+
+
+@pytest.mark.parametrize("preset", sorted(DYNAMIC_PRESETS))
+def test_dynamic_presets_set_weight_type(tiny_package: Path, tmp_path: Path, preset: str) -> None:
+    out = quantize_package(tiny_package, tmp_path / preset, "int8-dynamic", preset=preset).output
+    q = load_manifest(out).quantization
+    expected = DYNAMIC_PRESETS[preset]
+    assert q["preset"] == preset and q["weight_type"] == expected.weight_type
+    assert q["per_channel"] is True
+    model = onnx.load(str(out / "decoder.onnx"))
+    inits = {t.name: t for t in model.graph.initializer}
+    types = {
+        inits[n.input[1]].data_type
+        for n in model.graph.node
+        if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") and n.input[1] in inits
+    }
+    want = onnx.TensorProto.UINT8 if expected.weight_type == "uint8" else onnx.TensorProto.INT8
+    assert types == {want}
+
+
+@pytest.mark.parametrize("preset", sorted(DYNAMIC_PRESETS))
+def test_presets_match_optimum_where_installed(preset: str) -> None:
+    theirs = optimum_preset(preset)
+    if theirs is None:
+        pytest.skip("optimum-onnx is not installed")
+    assert theirs == DYNAMIC_PRESETS[preset]
+
+
+def test_head_rewrite_keeps_the_logits(tiny_package: Path) -> None:
+    model = onnx.load(str(tiny_package / "decoder.onnx"))
+    dims = load_manifest(tiny_package).model
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(model)
+    assert head_gemm_to_matmul(rewritten, dims.vocab_size) == 1
+    assert "Gemm" not in {n.op_type for n in rewritten.graph.node}
+    rng = np.random.default_rng(1)
+    feeds = {"input_ids": rng.integers(5, 300, (1, 3), dtype=np.int64)}
+    for i in range(dims.decoder_layers):
+        shape = (2, 1, dims.self_kv_heads, dims.head_dim)
+        feeds[contract.past_key(i)] = rng.standard_normal(shape).astype(np.float32)
+        feeds[contract.past_value(i)] = rng.standard_normal(shape).astype(np.float32)
+    for i in range(dims.memory_layers):
+        shape = (1, dims.cross_kv_heads, dims.stm_slots, dims.head_dim)
+        feeds[contract.memory_key(i)] = rng.standard_normal(shape).astype(np.float32)
+        feeds[contract.memory_value(i)] = rng.standard_normal(shape).astype(np.float32)
+
+    def logits(m: onnx.ModelProto) -> np.ndarray:
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return sess.run(["logits"], feeds)[0]
+
+    np.testing.assert_allclose(logits(rewritten), logits(model), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_requests_are_refused_and_leave_nothing(tiny_package: Path, quantized, tmp_path: Path) -> None:
+    with pytest.raises(QuantizeError, match="^scheme: 'int3'"):
+        quantize_package(tiny_package, tmp_path / "a", "int3")
+    with pytest.raises(QuantizeError, match="^preset: .*int8-dynamic only"):
+        quantize_package(tiny_package, tmp_path / "a", "int4-block", preset="avx2")
+    with pytest.raises(QuantizeError, match="^preset: 'sse2'"):
+        quantize_package(tiny_package, tmp_path / "a", "int8-dynamic", preset="sse2")
+    with pytest.raises(QuantizeError, match="^graphs: unknown"):
+        quantize_package(tiny_package, tmp_path / "a", "int8-dynamic", scope=Scope(graphs=("head",)))
+    with pytest.raises(QuantizeError, match="^embedding: int8-block"):
+        quantize_package(
+            tiny_package, tmp_path / "a", "int8-block", scope=Scope((contract.DECODER,), embedding=True)
+        )
+    with pytest.raises(QuantizeError, match="precision is 'int8-dynamic'"):
+        quantize_package(quantized("int8-dynamic"), tmp_path / "a", "int4-block")
+    assert list(tmp_path.iterdir()) == []  # nothing created, no staging left behind
+
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    with pytest.raises(QuantizeError, match="already exists"):
+        quantize_package(tiny_package, existing, "int8-dynamic")
+    assert (existing / "keep.txt").read_text() == "mine"
+
+
+def test_failure_midway_leaves_no_package(tiny_package: Path, tmp_path: Path, monkeypatch) -> None:
+    from rxt_edge.export import quantize as q
+
+    def boom(*a, **k):
+        raise RuntimeError("quantizer exploded")
+
+    monkeypatch.setattr(q, "quantize_graph_block", boom)
+    with pytest.raises(QuantizeError, match="decoder graph .*quantizer exploded"):
+        quantize_package(tiny_package, tmp_path / "out", "int4-block")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_quantize_json(tiny_package: Path, tmp_path: Path) -> None:
+    from rxt_edge.apps.cli import app
+    from typer.testing import CliRunner
+
+    out = tmp_path / "cli"
+    args = [
+        "quantize",
+        str(tiny_package),
+        "-o",
+        str(out),
+        "--scheme",
+        "int8-block",
+        "--threads",
+        "1",
+        "--json",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["quantization"]["scheme"] == "int8-block"
+    assert data["report"]["teacher_forced_top1_agreement"] >= THRESHOLDS["int8-block"][0]
+    assert data["report"]["timing"]["quantized"]["decode_ms_per_token"] > 0
+    assert load_manifest(out).precision == "int8-block"
+    again = CliRunner().invoke(app, args)  # refuses to overwrite, exit code 2 with the reason
+    assert again.exit_code == 2 and "already exists" in " ".join(again.output.split())  # rich wraps lines
+
+
+def test_kl_and_agreement_metrics() -> None:
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal((4, 50))
+    assert np.allclose(kl_divergence(p, p), 0.0, atol=1e-12)
+    assert np.allclose(kl_divergence(p, p + 3.0), 0.0, atol=1e-12)  # logits are shift-invariant
+    q = rng.standard_normal((4, 50))
+    kl = kl_divergence(p, q)
+    ps = np.exp(p) / np.exp(p).sum(-1, keepdims=True)
+    qs = np.exp(q) / np.exp(q).sum(-1, keepdims=True)
+    np.testing.assert_allclose(kl, (ps * np.log(ps / qs)).sum(-1), rtol=1e-10)
+    assert (kl > 0).all()
+    assert positional_agreement([1, 2, 3, 4], [1, 2, 9, 4]) == 0.75
+    assert positional_agreement([1, 2], [1, 2, 3, 4]) == 0.5  # a shorter answer counts as misses
+    assert positional_agreement([], []) == 1.0
+
+
+def test_recall_is_measured_beside_the_demo_recipe(tiny_package: Path, quantized, tmp_path: Path) -> None:
+    """A package with `../recipe/demo_dialogues.py` (the demo model's layout) gets recall per delay."""
+    recipe = Path(__file__).resolve().parents[1] / "models" / "demo" / "recipe" / "demo_dialogues.py"
+    (tmp_path / "recipe").mkdir()
+    shutil.copyfile(recipe, tmp_path / "recipe" / "demo_dialogues.py")
+    source = tmp_path / "package"
+    shutil.copytree(tiny_package, source)
+    report = compare_packages(
+        source, quantized("int8-dynamic"), max_new_tokens=4, speed=False, recall_n=2, threads=1
+    )
+    assert set(report.recall) == {"source", "quantized"}
+    for side in report.recall.values():
+        assert list(side) == ["1", "2", "4", "8"]
+        assert all(0.0 <= v <= 1.0 for v in side.values())
+    no_recall = compare_packages(
+        source, quantized("int8-dynamic"), max_new_tokens=4, speed=False, recall=False
+    )
+    assert no_recall.recall is None
