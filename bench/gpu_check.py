@@ -56,7 +56,7 @@ def conversation_tokens(pkg: Path, provider: str, turns: int, new_tokens: int):
     state = conv._state
     devices["stm"] = state.stm[state.active].device_name()
     devices["memory_key.0"] = state.keys[state.active][0].device_name()
-    devices["kv_cache.0"] = conv._cache_k[0].device_name()
+    devices["kv_cache.0"] = conv._cache.keys[0].device_name()
     stm = conv.stm()
     session.close()
     return answers, decode_rates, devices, stm

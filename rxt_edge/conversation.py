@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import contract
-from .engine import StateBuffers
+from .engine import KVCache, StateBuffers
 from .sampling import SamplingConfig, sample_next
 from .snapshot import save_snapshot
 from .tokenizer import DecodeStream, clean_text
@@ -79,9 +79,7 @@ class Conversation:
         pkg, d = session.package, session.dims
         self._special = pkg.manifest.special_tokens
         self._state = StateBuffers(d, session.buffers)
-        cache_shape = (d.max_seq_len, 1, d.self_kv_heads, d.head_dim)
-        self._cache_k = [session.buffers.empty(cache_shape) for _ in range(d.decoder_layers)]
-        self._cache_v = [session.buffers.empty(cache_shape) for _ in range(d.decoder_layers)]
+        self._cache = KVCache(session.buffers, d.decoder_layers, d.max_seq_len, d.self_kv_heads, d.head_dim)
         self._logits = np.zeros((1, d.vocab_size), dtype=pkg.float_dtype)
         self._ids = np.zeros((1, d.max_seq_len), dtype=np.int64)
         self._decoder = session.graphs.binding(contract.DECODER)
@@ -186,14 +184,9 @@ class Conversation:
         """Run the decoder on `tokens` at positions past.. and return the last position's logits."""
         n = len(tokens)
         self._ids[0, :n] = tokens
-        b, buf = self._decoder, self.session.buffers
-        b.bind_input("input_ids", "cpu", 0, np.int64, [1, n], self._ids.ctypes.data)
-        for i, (k, v) in enumerate(zip(self._cache_k, self._cache_v, strict=True)):
-            buf.bind_rows(b, contract.past_key(i), k, 0, past, is_output=False)
-            buf.bind_rows(b, contract.past_value(i), v, 0, past, is_output=False)
-            buf.bind_rows(b, contract.new_key(i), k, past, n, is_output=True)
-            buf.bind_rows(b, contract.new_value(i), v, past, n, is_output=True)
-        self.session.graphs.run(contract.DECODER, b)
+        self._decoder.bind_input("input_ids", "cpu", 0, np.int64, [1, n], self._ids.ctypes.data)
+        self._cache.bind(self._decoder, past, n)
+        self.session.graphs.run(contract.DECODER, self._decoder)
         return self._logits[0]
 
     def _enter_turn(self) -> None:

@@ -94,15 +94,47 @@ class DeviceBuffers:
             np.ascontiguousarray(array, self.dtype), self.device, self.device_id
         )
 
-    def bind_rows(
-        self, binding: ort.IOBinding, name: str, buf: ort.OrtValue, start: int, rows: int, is_output: bool
-    ) -> None:
-        """Bind rows [start, start+rows) of a sequence-major buffer (no copy)."""
-        shape = buf.shape()
-        row_bytes = int(np.prod(shape[1:])) * self.dtype.itemsize
-        ptr = buf.data_ptr() + start * row_bytes
-        bind = binding.bind_output if is_output else binding.bind_input
-        bind(name, self.device, self.device_id, self.dtype, [rows, *shape[1:]], ptr)
+
+class KVCache:
+    """The decoder's self-attention cache: one preallocated sequence-major buffer per layer and direction.
+
+    `bind(binding, past, n)` binds rows [0, past) as `past_*` and rows [past, past+n) as the `new_*` outputs,
+    so the graph writes the new keys/values in place: per step only pointers change (names, row size and base
+    addresses are computed once here)."""
+
+    def __init__(self, buf: DeviceBuffers, layers: int, max_len: int, kv_heads: int, head_dim: int):
+        self.max_len, self._buf = max_len, buf
+        self._tail = [1, kv_heads, head_dim]  # batch 1
+        self._row_bytes = kv_heads * head_dim * buf.dtype.itemsize
+        self.keys = [buf.empty((max_len, *self._tail)) for _ in range(layers)]
+        self.values = [buf.empty((max_len, *self._tail)) for _ in range(layers)]
+        self._slots = [
+            (
+                contract.past_key(i),
+                contract.past_value(i),
+                contract.new_key(i),
+                contract.new_value(i),
+                k.data_ptr(),
+                v.data_ptr(),
+            )
+            for i, (k, v) in enumerate(zip(self.keys, self.values, strict=True))
+        ]
+
+    def bind(self, binding: ort.IOBinding, past: int, n: int) -> None:
+        if past + n > self.max_len:
+            raise ValueError(f"KV cache overflow: {past} + {n} positions > max_seq_len {self.max_len}")
+        dev, dev_id, dt, tail, off = (
+            self._buf.device,
+            self._buf.device_id,
+            self._buf.dtype,
+            self._tail,
+            past * self._row_bytes,
+        )
+        for past_k, past_v, new_k, new_v, k_ptr, v_ptr in self._slots:
+            binding.bind_input(past_k, dev, dev_id, dt, [past, *tail], k_ptr)
+            binding.bind_input(past_v, dev, dev_id, dt, [past, *tail], v_ptr)
+            binding.bind_output(new_k, dev, dev_id, dt, [n, *tail], k_ptr + off)
+            binding.bind_output(new_v, dev, dev_id, dt, [n, *tail], v_ptr + off)
 
 
 class StateBuffers:

@@ -369,7 +369,7 @@ def test_kv_cache_is_written_in_place_and_never_reallocated(simple, session, mon
     conv = session.conversation()
     model = simple.model
     ptrs = lambda: (  # noqa: E731
-        [b.data_ptr() for b in conv._cache_k + conv._cache_v],
+        [b.data_ptr() for b in conv._cache.keys + conv._cache.values],
         [b.data_ptr() for b in conv._state.stm],
         [b.data_ptr() for side in conv._state.keys + conv._state.values for b in side],
     )
@@ -401,8 +401,8 @@ def test_kv_cache_is_written_in_place_and_never_reallocated(simple, session, mon
             pk, pv = model.empty_cache()
             _, nk, nv = model.decoder(torch.tensor([fed]), pk, pv, mk, mv)
         for i in range(session.dims.decoder_layers):
-            np.testing.assert_allclose(conv._cache_k[i].numpy()[: len(fed)], nk[i].numpy(), atol=1e-4)
-            np.testing.assert_allclose(conv._cache_v[i].numpy()[: len(fed)], nv[i].numpy(), atol=1e-4)
+            np.testing.assert_allclose(conv._cache.keys[i].numpy()[: len(fed)], nk[i].numpy(), atol=1e-4)
+            np.testing.assert_allclose(conv._cache.values[i].numpy()[: len(fed)], nv[i].numpy(), atol=1e-4)
 
 
 def test_conversations_never_write_the_initial_or_a_given_stm(session):
