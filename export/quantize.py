@@ -6,7 +6,7 @@ Torch-free: onnx + onnxruntime.quantization only. Schemes:
   target CPU (see `DYNAMIC_PRESETS`).
 - `int8-block` / `int4-block`: weight-only `MatMulNBits`, block 32, `accuracy_level=4` (int8 activation
   kernels on CPU; the quantizer's default level 0 runs fp32 kernels that dequantize every weight on every call,
-  measured 40-50x slower).
+  ~27x slower on the alpha-mini decoder, docs/quantization.md).
 - `fp16`: every graph in float16 with float16 I/O (the form `rxt-edge export --dtype fp16` produces, which the
   runtime allocates buffers for from the manifest); for GPUs.
 
@@ -85,9 +85,10 @@ class Scope:
         return {"graphs": list(self.graphs), "head": self.head, "embedding": self.embedding}
 
 
-# Measured defaults (docs/quantization.md): the decoder (head included) carries the decode cost and tolerates
-# int8; the encoder and memory-update graphs write the STM, where errors accumulate over turns, and run off the
-# user's path, so they stay fp32 unless asked for. memory_kv is a small projection run once per turn.
+# Measured defaults (docs/quantization.md, alpha-mini): the decoder (head included) carries the decode cost and
+# tolerates int8 (head in int8: KL 0.0101 -> 0.0106 nats). The encoder and memory update write the STM: in int8
+# it ends 1-4% off after 6 turns and the decoder's KL doubles (int4: 14-47% off); they run off the user's path,
+# so they stay fp32 unless asked for. memory_kv (once per turn) gains no speed and adds error: fp32.
 DEFAULT_SCOPES = {
     "int8-dynamic": Scope(graphs=(contract.DECODER,), head=True, embedding=False),
     "int8-block": Scope(graphs=(contract.DECODER,), head=True, embedding=False),
