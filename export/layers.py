@@ -49,7 +49,8 @@ class RMSNorm(nn.Module):
         wide = compute_dtype(x.dtype)
         eps = torch.finfo(wide).eps if self.eps is None else self.eps
         xf = x.to(wide)
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+        # x / sqrt(.): the pattern onnxruntime fuses into one SimplifiedLayerNormalization node
+        y = xf / torch.sqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
         return (y * self.weight.to(wide)).to(x.dtype)
 
 
@@ -67,21 +68,30 @@ def rope_inv_freq(head_dim: int, base: float, device: torch.device | None = None
 def rope_angles(
     positions: torch.Tensor, head_dim: int, base: float, dtype: torch.dtype = torch.float32
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape [T, 1, hd/2] for positions [T] (broadcast over batch and heads of [B, T, H, hd]).
+    """cos, sin of shape [T, 1, hd] for positions [T] (broadcast over batch and heads of [B, T, H, hd]), each
+    angle repeated for its interleaved pair (x[2i], x[2i+1]).
 
     Angles are formed in float32 (the reference's cached table), cos/sin taken in the compute dtype of `dtype`."""
     freqs = positions.float()[:, None] * rope_inv_freq(head_dim, base, positions.device)[None, :]
-    freqs = freqs.to(compute_dtype(dtype))
+    freqs = freqs.to(compute_dtype(dtype)).repeat_interleave(2, dim=-1)
     return freqs.cos()[:, None, :], freqs.sin()[:, None, :]
 
 
+def _pair_swap(head_dim: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """R with (x @ R)[2i] = -x[2i+1] and (x @ R)[2i+1] = x[2i]: a constant, exact (entries 0 and +-1)."""
+    r = torch.zeros(head_dim, head_dim, dtype=dtype, device=device)
+    idx = torch.arange(0, head_dim, 2, device=device)
+    r[idx + 1, idx] = -1.0
+    r[idx, idx + 1] = 1.0
+    return r
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs (x[2i], x[2i+1]) of x [B, T, H, hd] and write them back interleaved."""
-    b, t, h, d = x.shape
-    pairs = x.reshape(b, t, h, d // 2, 2)
-    x1, x2 = pairs[..., 0], pairs[..., 1]
-    c, s = cos.to(x.dtype), sin.to(x.dtype)
-    return torch.stack((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1).reshape(b, t, h, d)
+    """Rotate interleaved pairs (x[2i], x[2i+1]) of x [B, T, H, hd] and write them back interleaved:
+    out[2i] = x[2i] cos - x[2i+1] sin, out[2i+1] = x[2i+1] cos + x[2i] sin. The pair swap is one MatMul with a
+    constant signed permutation (4 graph nodes instead of a reshape/split/stack chain; same result bit for bit)."""
+    swapped = torch.matmul(x, _pair_swap(x.shape[-1], x.dtype, x.device))
+    return x * cos.to(x.dtype) + swapped * sin.to(x.dtype)
 
 
 # --- Attention -------------------------------------------------------------------------------------
