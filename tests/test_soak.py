@@ -3,11 +3,13 @@ parallel threads that give exactly what they give one after another. Marked slow
 
 from __future__ import annotations
 
-import gc
+import json
+import os
 import statistics
+import subprocess
 import sys
 import threading
-import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,24 +47,42 @@ def session(tiny_package):
         yield s
 
 
-def test_thousand_turns_stable_memory_and_speed(session):
-    tok = session.package.tokenizer
-    queries = [tok.encode(q) for q in QUERIES]
-    conv = session.conversation()
-    times: list[float] = []
-    marks: dict[int, tuple[int | None, int]] = {}
-    for turn in range(1, 1001):
-        started = time.perf_counter()
-        answer = conv.interact_ids(queries[turn % len(queries)], TOKENS)
-        times.append(time.perf_counter() - started)
-        assert 0 <= len(answer) <= TOKENS
-        if turn in (100, 1000):
-            conv.wait_memory()
-            gc.collect()
-            marks[turn] = (rss_kib(), len(gc.get_objects()))
-    assert conv.turns == 1000
-    stm = conv.stm()
-    assert np.isfinite(stm).all() and not np.array_equal(stm, session.package.initial_stm)
+SOAK_SCRIPT = """
+import gc, json, sys, time
+import numpy as np
+from rxt_edge import RxTSession
+from test_soak import QUERIES, TOKENS, rss_kib
+
+session = RxTSession.load(sys.argv[1], threads=1)
+tok = session.package.tokenizer
+queries = [tok.encode(q) for q in QUERIES]
+conv = session.conversation()
+times, marks = [], {}
+for turn in range(1, 1001):
+    started = time.perf_counter()
+    answer = conv.interact_ids(queries[turn % len(queries)], TOKENS)
+    times.append(time.perf_counter() - started)
+    assert 0 <= len(answer) <= TOKENS
+    if turn in (100, 1000):
+        conv.wait_memory()
+        gc.collect()
+        marks[turn] = (rss_kib(), len(gc.get_objects()))
+stm = conv.stm()
+print(json.dumps({"turns": conv.turns, "times": times, "marks": marks,
+                  "stm_ok": bool(np.isfinite(stm).all() and not np.array_equal(stm, session.package.initial_stm))}))
+"""
+
+
+def test_thousand_turns_stable_memory_and_speed(tiny_package):
+    # A fresh process: RSS inside the test runner moves with whatever other tests allocated and freed.
+    out = subprocess.run(
+        [sys.executable, "-c", SOAK_SCRIPT, str(tiny_package)], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["turns"] == 1000 and result["stm_ok"]
+    marks, times = {int(k): v for k, v in result["marks"].items()}, result["times"]
 
     # No Python objects pile up per turn (a leak of one object per turn would add ~900).
     objects_100, objects_1000 = marks[100][1], marks[1000][1]
