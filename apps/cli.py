@@ -204,8 +204,8 @@ def bench(
         str, typer.Option(help="Quantized row: a `rxt-edge quantize` scheme, or none.")
     ] = "int8-dynamic",
     quant_preset: Annotated[
-        str | None, typer.Option(help="Preset of int8-dynamic (e.g. avx512_vnni).")
-    ] = None,
+        str, typer.Option(help="int8-dynamic preset (avx2, avx512, avx512_vnni, arm64) or auto (this CPU's).")
+    ] = "auto",
     workdir: Annotated[Path | None, typer.Option(help="Keep exported packages here and reuse them.")] = None,
     speed_turns: Annotated[int, typer.Option(min=1)] = 8,
     update_turns: Annotated[int, typer.Option(min=2)] = 16,

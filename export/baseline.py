@@ -29,7 +29,7 @@ from rxt_edge.runtimes import providers
 
 from rxt_edge import contract
 from rxt_edge.contract import ModelDims
-from rxt_edge.engine import DeviceBuffers
+from rxt_edge.engine import DeviceBuffers, KVCache
 from rxt_edge.sampling import SamplingConfig, sample_next
 
 if TYPE_CHECKING:
@@ -185,9 +185,7 @@ class StatelessChat:
         device, device_id = providers.device_for(provider)
         self.buffers = DeviceBuffers(device, device_id, np.float32)
         d = self.dims
-        shape = (max_context, 1, d.self_kv_heads, d.head_dim)
-        self._k = [self.buffers.empty(shape) for _ in range(d.decoder_layers)]
-        self._v = [self.buffers.empty(shape) for _ in range(d.decoder_layers)]
+        self._cache = KVCache(self.buffers, d.decoder_layers, max_context, d.self_kv_heads, d.head_dim)
         self.max_context = max_context
         self.reuse_cache = reuse_cache
         self.prefill_chunk = max(2, int(prefill_chunk))
@@ -203,13 +201,9 @@ class StatelessChat:
     def _step(self, tokens: list[int], past: int) -> np.ndarray:
         n = len(tokens)
         self._ids[0, :n] = tokens
-        b, buf = self._binding, self.buffers
+        b = self._binding
         b.bind_input("input_ids", "cpu", 0, np.int64, [1, n], self._ids.ctypes.data)
-        for i, (k, v) in enumerate(zip(self._k, self._v, strict=True)):
-            buf.bind_rows(b, contract.past_key(i), k, 0, past, is_output=False)
-            buf.bind_rows(b, contract.past_value(i), v, 0, past, is_output=False)
-            buf.bind_rows(b, contract.new_key(i), k, past, n, is_output=True)
-            buf.bind_rows(b, contract.new_value(i), v, past, n, is_output=True)
+        self._cache.bind(b, past, n)  # the runtime's own in-place cache binding
         self.session.run_with_iobinding(b)
         return self._logits[0]
 

@@ -67,7 +67,7 @@ class BenchOptions:
     baseline: str = "reread"  # "reread" | "cached" | "both" | "none"
     reference: bool = True  # PyTorch eager rows (ours, and rxlm where installed)
     quantize: str | None = DEFAULT_QUANT_SCHEME  # a scheme of rxt_edge.export.quantize, or None
-    quant_preset: str | None = None
+    quant_preset: str | None = "auto"  # int8-dynamic only; "auto": from this CPU's instruction set
     workdir: Path | None = None  # keeps exported packages between runs; default: a temporary directory
     seed: int = 0
     window: int = 5  # turns averaged (median) at each end for the robust latency ratio
@@ -793,10 +793,37 @@ def _quantize_module():
     return quantize if hasattr(quantize, "quantize_package") else None
 
 
-def _add_quantized(prep: Prepared, opts: BenchOptions, dest: Path, step: Callable[[str], None]) -> None:
+def cpu_preset() -> str | None:
+    """The int8-dynamic preset for this CPU (rxt_edge.export.quantize.DYNAMIC_PRESETS names), or None if unknown."""
+    machine = platform.machine().lower()
+    if machine in ("arm64", "aarch64"):
+        return "arm64"
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = next(
+        (set(line.split(":", 1)[1].split()) for line in text.splitlines() if line.startswith("flags")), set()
+    )
+    if "avx512_vnni" in flags:
+        return "avx512_vnni"
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2" if "avx2" in flags else None
+
+
+def quant_preset(opts: BenchOptions) -> str | None:
+    if opts.quantize != "int8-dynamic":
+        return None
+    return cpu_preset() if opts.quant_preset == "auto" else opts.quant_preset
+
+
+def _add_quantized(prep: Prepared, opts: BenchOptions, root: Path, step: Callable[[str], None]) -> None:
     """The hook for the quantized row: `rxt_edge.export.quantize.quantize_package(src, dst, scheme, preset)`."""
     if not opts.quantize:
         return
+    preset = quant_preset(opts)
+    dest = root / f"package-{opts.quantize}" if preset is None else root / f"package-{opts.quantize}-{preset}"
     from rxt_edge.manifest import load_manifest
 
     if load_manifest(prep.package).precision != "fp32":
@@ -807,9 +834,9 @@ def _add_quantized(prep: Prepared, opts: BenchOptions, dest: Path, step: Callabl
         prep.notes.append("rxt_edge.export.quantize is not available: no quantized row")
         return
     if not (dest / "manifest.json").is_file():
-        step(f"quantizing ({opts.quantize})")
+        step(f"quantizing ({opts.quantize}{'' if preset is None else ', ' + preset})")
         try:
-            q.quantize_package(prep.package, dest, opts.quantize, preset=opts.quant_preset, overwrite=True)
+            q.quantize_package(prep.package, dest, opts.quantize, preset=preset, overwrite=True)
         except Exception as e:  # noqa: BLE001 - reported, the rest of the bench still runs
             prep.notes.append(f"quantization ({opts.quantize}) failed: {type(e).__name__}: {e}")
             return
@@ -868,7 +895,7 @@ def prepare(opts: BenchOptions, workdir: Path, step: Callable[[str], None]) -> P
 
                 prep.params = param_count(prep.model)
     if opts.quantize:
-        _add_quantized(prep, opts, root / f"package-{opts.quantize}", step)
+        _add_quantized(prep, opts, root, step)
     if opts.baseline != "none" and prep.model is not None:
         from .baseline import META_FILE, export_baseline
 
@@ -992,6 +1019,7 @@ def run_bench(opts: BenchOptions, console=None) -> dict[str, Any]:
             "speed_turns": opts.speed_turns,
             "baseline": opts.baseline,
             "quantize": opts.quantize,
+            "quant_preset": quant_preset(opts),
             "seed": opts.seed,
         },
         "notes": [],
@@ -1061,9 +1089,9 @@ def _measure(report: dict[str, Any], prep: Prepared, opts: BenchOptions, bars: _
 
     # 2. + 4. speed and resources per package -------------------------------------------------------------
     rows = []
-    packages = [(manifest.precision, prep.package)]
+    packages = [(_package_label(manifest), prep.package)]
     if prep.quantized is not None:
-        packages.append((load_manifest(prep.quantized).precision, prep.quantized))
+        packages.append((_package_label(load_manifest(prep.quantized)), prep.quantized))
     bw = None
     if opts.provider == "cpu":
         bars.step("measuring memory bandwidth")
@@ -1154,6 +1182,12 @@ def _measure(report: dict[str, Any], prep: Prepared, opts: BenchOptions, bars: _
             }
         )
     report["memory_update"] = upd
+
+
+def _package_label(manifest) -> str:
+    """ "fp32", or the quantization scheme with its preset ("int8-dynamic avx512_vnni")."""
+    preset = (manifest.quantization or {}).get("preset")
+    return manifest.precision if not preset else f"{manifest.precision} {preset}"
 
 
 def _curve(result: dict[str, Any], opts: BenchOptions) -> dict[str, Any]:
