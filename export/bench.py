@@ -1000,7 +1000,13 @@ def _speed_from_turns(turns: list[dict[str, Any]]) -> dict[str, float]:
 
 def run_bench(opts: BenchOptions, console=None) -> dict[str, Any]:
     """Run every measurement and return the report (the JSON document)."""
+    from rxt_edge.runtimes import providers
+
     opts.check()
+    try:  # before anything is built: a missing provider is the user's to fix
+        providers.resolve_provider(opts.provider)
+    except (ValueError, providers.ProviderUnavailableError) as e:
+        raise BenchError(str(e)) from None
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
