@@ -86,14 +86,18 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("gpu-out"))
     ap.add_argument("--presets", nargs="+", default=["tiny", "alpha-micro"])
     ap.add_argument("--turns", type=int, default=5)
-    ap.add_argument("--gpu", default="cuda", help="provider to compare with the CPU (use cpu for a local dry run)")
+    ap.add_argument(
+        "--gpu", default="cuda", help="provider to compare with the CPU (use cpu for a local dry run)"
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     import onnxruntime as ort
     import torch
     from rxt_edge.export.torch_chat import TorchConversation
 
-    print("onnxruntime", ort.__version__, ort.get_available_providers(), "torch", torch.__version__, flush=True)
+    print(
+        "onnxruntime", ort.__version__, ort.get_available_providers(), "torch", torch.__version__, flush=True
+    )
     results = {"onnxruntime": ort.__version__, "providers": ort.get_available_providers(), "presets": {}}
     work = Path(tempfile.mkdtemp(prefix="rxt-gpu-"))
     for preset in args.presets:
@@ -103,11 +107,18 @@ def main() -> None:
         pkg16, _ = make_package(preset, work, "fp16")
         row["export_s"] = round(time.perf_counter() - t0, 1)
         ref = TorchConversation(model)
-        torch_answers = [ref.say([10 + t, 20 + t, 30 + t, 40 + t, 50 + t, 60 + t], 24) for t in range(args.turns)]
+        torch_answers = [
+            ref.say([10 + t, 20 + t, 30 + t, 40 + t, 50 + t, 60 + t], 24) for t in range(args.turns)
+        ]
         cpu = conversation_tokens(pkg32, "cpu", args.turns, 24)
         cuda = conversation_tokens(pkg32, args.gpu, args.turns, 24)
         cuda16 = conversation_tokens(pkg16, args.gpu, args.turns, 24)
-        agree16 = np.mean([np.mean([a == b for a, b in zip(x, y, strict=False)] or [1.0]) for x, y in zip(cuda16[0], cuda[0], strict=True)])
+        agree16 = np.mean(
+            [
+                np.mean([a == b for a, b in zip(x, y, strict=False)] or [1.0])
+                for x, y in zip(cuda16[0], cuda[0], strict=True)
+            ]
+        )
         row.update(
             cuda_tokens_equal_cpu_fp32=cuda[0] == cpu[0],
             cpu_tokens_equal_torch=cpu[0] == torch_answers,

@@ -76,7 +76,10 @@ print(json.dumps({"turns": conv.turns, "times": times, "marks": marks,
 def test_thousand_turns_stable_memory_and_speed(tiny_package):
     # A fresh process: RSS inside the test runner moves with whatever other tests allocated and freed.
     out = subprocess.run(
-        [sys.executable, "-c", SOAK_SCRIPT, str(tiny_package)], capture_output=True, text=True, timeout=600,
+        [sys.executable, "-c", SOAK_SCRIPT, str(tiny_package)],
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
     )
     assert out.returncode == 0, out.stderr[-2000:]
