@@ -107,28 +107,14 @@ def write_bench_tokenizer(path: str | Path, vocab_size: int = 300) -> Path:
     """A small byte-level BPE `tokenizer.json` for random-weight packages (which need a tokenizer file).
 
     Token-level benchmarks never use it; it makes the package complete and loadable by every tool."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    specials = ["[PAD]", "[BOS]", "[EOS]", "[Q]", "[A]"]  # ids 0..4, as the presets' special_tokens
     text = [
         "The quick brown fox jumps over the lazy dog near the river bank.",
         "A reactive model keeps a fixed-size memory between the turns of a conversation.",
         "Benchmarks measure latency, throughput and memory on the machine at hand.",
     ] * 10
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(text, trainer)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tok.save(str(path))
-    return path
+    from .tokenizer_files import write_byte_level_tokenizer
+
+    return write_byte_level_tokenizer(path, text, vocab_size)
 
 
 def dir_bytes(path: Path) -> int:
