@@ -90,7 +90,6 @@ class Conversation:
         self._turn_lock = threading.Lock()
         self._memory_lock = threading.Lock()  # one STM write (spare buffers + swap) at a time
         self._pending: Future | None = None
-        self._pending_started = 0.0
         self.turns = 0
         self.last_stats = TurnStats()
         self.last_update_s = 0.0
@@ -266,7 +265,6 @@ class Conversation:
         stats.completed = True
         self.turns += 1
         interaction = prompt + answer + [sp["eos"]]
-        self._pending_started = time.perf_counter()
         self._pending = self.session.submit(self._update_memory, interaction)
 
     def _checked_ids(self, ids: list[int]) -> list[int]:
