@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from rxt_edge import contract
+from rxt_edge._atomic import swap_in_directory
 from rxt_edge.manifest import Manifest, ManifestError, _created_by, sha256_file, write_manifest
 
 from .checkpoints import SourceInfo
@@ -199,7 +200,7 @@ def export_package(
         except ManifestError as e:  # e.g. special token ids outside the vocabulary
             raise ExportError(f"the checkpoint does not make a valid package: {e}") from None
         write_manifest(staging, manifest)
-        _swap_in(staging, output)
+        swap_in_directory(staging, output)
         return manifest
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -207,25 +208,3 @@ def export_package(
             with contextlib.suppress(OSError):
                 d.rmdir()
         raise
-
-
-def _swap_in(staging: Path, output: Path) -> None:
-    """Rename the finished package into place; an old package (--overwrite) is moved aside first and put back
-    if the rename fails, so the destination always holds a complete package or nothing new."""
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp made it 0700, mkstemp the manifest 0600: packages are shareable
-    for f in staging.iterdir():
-        f.chmod(0o666 & ~umask)
-    old = None
-    if output.exists():
-        old = staging.with_name(staging.name + ".old")
-        os.replace(output, old)
-    try:
-        os.replace(staging, output)
-    except BaseException:
-        if old is not None:
-            os.replace(old, output)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -32,6 +32,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from rxt_edge import contract
+from rxt_edge._atomic import swap_in_directory
 from rxt_edge.manifest import Manifest, ManifestError, _created_by, load_manifest, sha256_file, verify_files
 from rxt_edge.manifest import write_manifest as _write_manifest
 
@@ -478,9 +479,7 @@ def quantize_package(
         data["quantization"] = _quantization_record(manifest, scheme, dyn, scope, counts)
         new_manifest = Manifest.from_json(data)
         _write_manifest(staging, new_manifest)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
+        swap_in_directory(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -41,3 +42,26 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def swap_in_directory(staging: Path, output: Path) -> None:
+    """Rename a finished staging directory (a package) into place with the permissions of a normal mkdir; an
+    old one (--overwrite) is moved aside first and put back if the rename fails, so the destination always
+    holds a complete package or nothing new."""
+    umask = os.umask(0)
+    os.umask(umask)
+    # mkdtemp made it 0700, mkstemp the manifest 0600: packages are shareable
+    for p in [staging, *staging.rglob("*")]:
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
+    old = None
+    if output.exists():
+        old = staging.with_name(staging.name + ".old")
+        os.replace(output, old)
+    try:
+        os.replace(staging, output)
+    except BaseException:
+        if old is not None:
+            os.replace(old, output)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

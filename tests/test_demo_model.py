@@ -2,8 +2,9 @@
 the STM (so the STM flows through encoder -> memory_update -> memory K/V -> decoder), and the same questions
 without the fact told are answered "I don't know" rather than with the value.
 
-Held-out recall of the current interim model is low (see models/demo/README.md); this test uses values seen in
-training, where the model's recall is ~55%, and checks the gap between told and never-told facts."""
+The probes use held-out values (never seen in training), so a hit can only come from the pieces carried through
+the STM. The shipped model recalls ~50-60% of them at delays 1-2 (models/demo/README.md; 19 of these 32 probes);
+the test checks that level with a margin, and the gap to never-told facts."""
 
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ def test_scripted_conversation_recalls_told_facts(session):
     from demo_dialogues import no_fact_probes, recall_probes
     from eval_demo import score
 
-    told = recall_probes(16, 7, delays=(1, 2), split="train")
-    untold = no_fact_probes(16, 7, delays=(1, 2), split="train")
+    told = recall_probes(16, 7, delays=(1, 2), split="heldout")
+    untold = no_fact_probes(16, 7, delays=(1, 2), split="heldout")
     recall, chance = score(session, told), score(session, untold)
-    assert recall >= 0.35, f"recall of told facts {recall:.0%}"
+    assert recall >= 0.4, f"recall of told held-out facts {recall:.0%}"
     assert chance <= 0.05, f"never-told facts answered with the value {chance:.0%}"

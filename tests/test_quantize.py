@@ -284,6 +284,35 @@ def test_failure_midway_leaves_no_package(tiny_package: Path, tmp_path: Path, mo
     assert list(tmp_path.iterdir()) == []
 
 
+def test_output_gets_ordinary_permissions_and_overwrite_failure_keeps_the_old(
+    tiny_package: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Staging comes from mkdtemp (0700) and the manifest from mkstemp (0600): the finished package must be as
+    readable as a plain mkdir; a failed --overwrite must leave the previous package whole."""
+    import os
+
+    from rxt_edge.export import quantize as q
+
+    out = tmp_path / "int8"
+    umask = os.umask(0o022)
+    try:
+        quantize_package(tiny_package, out, "int8-dynamic")
+    finally:
+        os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o755
+    assert {f.name: f.stat().st_mode & 0o777 for f in out.iterdir()} == {f.name: 0o644 for f in out.iterdir()}
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+
+    def boom(*a, **k):
+        raise RuntimeError("quantizer exploded")
+
+    monkeypatch.setattr(q, "quantize_graph_block", boom)
+    with pytest.raises(QuantizeError, match="quantizer exploded"):
+        quantize_package(tiny_package, out, "int4-block", overwrite=True)
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int8"]
+
+
 def test_cli_quantize_json(tiny_package: Path, tmp_path: Path) -> None:
     from rxt_edge.apps.cli import app
     from typer.testing import CliRunner

@@ -209,10 +209,20 @@ class Tok:
         p = self.prompt(self.encode(query, sample))
         return p + self.encode(answer, sample) + [self.eos], len(p)
 
+    def weighted_interaction(
+        self, query: str, answer: str, value: str, weight: float, sample: bool
+    ) -> tuple[list[int], int, list[float]]:
+        """`interaction` plus a loss weight per answer token (and [EOS]): `weight` on the pieces that spell
+        `value` where the answer states it, 1 elsewhere."""
+        p = self.prompt(self.encode(query, sample))
+        kw = {"enable_sampling": True, "alpha": SP_ALPHA, "nbest_size": -1} if sample else {}
+        pieces = self.sp.encode(answer, return_type="proto", **kw).pieces
+        spans = [m.span() for m in re.finditer(rf"(?<!\w){re.escape(value)}(?!\w)", answer, re.IGNORECASE)]
+        weights = [weight if any(pc.begin < e and pc.end > b for b, e in spans) else 1.0 for pc in pieces]
+        return p + [pc.id for pc in pieces] + [self.eos], len(p), weights + [1.0]
 
-def collate_turns(
-    seqs: list[list[tuple[list[int], int]]], pad: int, dummy: list[int], width: int = 0
-) -> list[TurnBatch]:
+
+def collate_turns(seqs: list[list[tuple]], pad: int, dummy: list[int], width: int = 0) -> list[TurnBatch]:
     """Per-turn right-padded batches: to each turn's longest row, or to a fixed `width` (one shape for a
     compiled step). An ended conversation gets a dummy interaction (mask 1, no loss, `active` False): an
     all-padding row would give NaN attention in the encoder and memory."""
@@ -228,11 +238,12 @@ def collate_turns(
         loss = torch.zeros((len(items), w - 1), dtype=torch.float32)
         active = torch.zeros(len(items), dtype=torch.bool)
         for b, it in enumerate(items):
-            seq, start = it if it else (dummy, len(dummy))
+            seq, start = it[:2] if it else (dummy, len(dummy))
             ids[b, : len(seq)] = torch.tensor(seq)
             mask[b, : len(seq)] = 1
             if it:
-                loss[b, start - 1 : len(seq) - 1] = 1.0  # logits at position j predict token j+1
+                # logits at position j predict token j+1; an item's optional third field weights answer tokens
+                loss[b, start - 1 : len(seq) - 1] = torch.tensor(it[2]) if len(it) > 2 else 1.0
                 active[b] = True
         out.append(TurnBatch(ids, mask, loss, active))
     return out
@@ -267,28 +278,74 @@ def _heldout_lower() -> set[str]:
 
 _TRAIN_VALUES = _train_values()
 _HELDOUT = _heldout_lower()
+# Words of the templates and small talk: a stand-in must not be one of them ("is", "you", "train", ...).
+_TEMPLATE_WORDS = {
+    w.lower()
+    for d in dd.generate_dialogues(500, seed=0, split="train")
+    for t in d
+    for w in re.findall(r"[A-Za-z]+", f"{t.query} {t.answer}")
+    if w not in _TRAIN_VALUES
+}
 _VALUE_RE = re.compile(
     r"(?<!\w)(?:" + "|".join(re.escape(v) for v in sorted(_TRAIN_VALUES, key=len, reverse=True)) + r")(?!\w)"
 )
 
 
+def _char_chains(order: int = 2) -> dict[str, dict[str, list[str]]]:
+    """Per pool, an order-2 character Markov chain over its *train* values: stand-ins that look like the
+    pool's words ("Marek" -> "Marina") are spelled with the same kind of pieces as held-out values."""
+    chains: dict[str, dict[str, list[str]]] = {}
+    for pool in dd.POOLS:
+        chain: dict[str, list[str]] = {}
+        for v in dd.pool_values(pool, "train"):
+            padded = "^" * order + v.lower() + "$"
+            for i in range(order, len(padded)):
+                chain.setdefault(padded[i - order : i], []).append(padded[i])
+        chains[pool] = chain
+    return chains
+
+
+_CHAINS = _char_chains()
+
+
+def _markov_word(pool: str, rng: random.Random, order: int = 2) -> str:
+    chain, ctx, out = _CHAINS[pool], "^" * order, ""
+    while len(out) < 12:
+        nxt = rng.choice(chain[ctx])
+        if nxt == "$":
+            break
+        out += nxt
+        ctx = ctx[1:] + nxt
+    return out
+
+
+def _syllable_word(original: str, rng: random.Random) -> str:
+    word = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(rng.randint(1, 3)))
+    word += rng.choice(_CODAS)
+    if original[0].lower() in "aeiou":
+        word = rng.choice("aeiou") + word
+    elif word[0] in "aeiou":
+        word = rng.choice("bdfgklmnprstvz") + word
+    return word
+
+
 def pseudo_value(original: str, rng: random.Random, taken: set[str]) -> str:
-    """A random stand-in for `original`: digits for digits, same capitalisation and vowel/consonant start
-    (so "a"/"an" stay right); never a held-out or train value."""
+    """A random stand-in for `original`: digits for digits; otherwise half the time a word from the pool's
+    character chain, half the time random syllables (same vowel/consonant start, so "a"/"an" stay right),
+    same capitalisation; never a held-out or train value."""
+    pool = _TRAIN_VALUES.get(original)
     while True:
         if original.isdigit():
             word = str(rng.randint(100, 999)) if rng.random() < 0.5 else str(rng.randint(21, 99))
         else:
-            syllables = [rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(rng.randint(1, 3))]
-            word = "".join(syllables) + rng.choice(_CODAS)
-            if original[0].lower() in "aeiou":
-                word = rng.choice("aeiou") + word
-            elif word[0] in "aeiou":
-                word = rng.choice("bdfgklmnprstvz") + word
+            word = _markov_word(pool, rng) if pool and rng.random() < 0.5 else _syllable_word(original, rng)
+            if (word[:1] in "aeiou") != (original[0].lower() in "aeiou"):
+                continue
             if original[0].isupper():
                 word = word.capitalize()
         if (
             word.lower() not in _HELDOUT
+            and word.lower() not in _TEMPLATE_WORDS
             and word not in _TRAIN_VALUES
             and word.lower() not in taken
             and len(word) > 2
@@ -333,19 +390,27 @@ class DialogueBatches(torch.utils.data.Dataset):
         width: int,
         leak: float = 0.0,
         pseudo: float = 0.0,
+        value_weight: float = 1.0,
     ):
         self.tok_path, self.steps, self.batch, self.seed = tok_path, steps, batch, seed
         self.turns_start, self.hold, self.curriculum = turns_start, hold, curriculum
         self.dropout, self.width, self.leak, self.pseudo = dropout, width, leak, pseudo
+        self.value_weight = value_weight
         self.tok: Tok | None = None
 
     def __len__(self) -> int:
         return self.steps
 
-    def _interaction(self, turn: dd.Turn) -> tuple[list[int], int]:
-        seq = self.tok.interaction(turn.query, turn.answer, self.dropout)
-        if self.width and len(seq[0]) > self.width:  # sampled pieces are shorter on average, rarely too long
-            seq = self.tok.interaction(turn.query, turn.answer, False)
+    def _interaction(self, turn: dd.Turn, sample: bool | None = None) -> tuple:
+        sample = self.dropout if sample is None else sample
+        if self.value_weight != 1.0 and turn.kind == dd.ASK and turn.value:
+            seq = self.tok.weighted_interaction(
+                turn.query, turn.answer, turn.value, self.value_weight, sample
+            )
+        else:
+            seq = self.tok.interaction(turn.query, turn.answer, sample)
+        if sample and self.width and len(seq[0]) > self.width:  # sampled pieces are shorter, rarely too long
+            return self._interaction(turn, False)
         return seq
 
     def __getitem__(self, k: int) -> tuple[list[TurnBatch], float, torch.Tensor]:
@@ -591,6 +656,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0.0,
         help="share of training conversations whose entity values are replaced by random pseudo-words/numbers",
     )
+    p.add_argument(
+        "--value-weight",
+        type=float,
+        default=1.0,
+        help="loss weight of the pieces that spell the recalled value in answers to questions (1 = plain mean)",
+    )
     p.add_argument("--no-dropout", action="store_true", help="disable BPE-dropout (not recommended)")
     # architecture
     p.add_argument("--dim", type=int, default=192)
@@ -681,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"train: steps={args.steps} batch={args.batch} lr={args.lr} warmup={args.warmup} seed={args.seed} "
         f"curriculum: {args.turns_start} turns for {args.hold:.0%} of steps, then ->12 over {args.curriculum:.0%}, "
-        f"leak={args.leak:.0%} pseudo_values={args.pseudo_values:.0%} bpe_dropout={not args.no_dropout} compile={args.compile}",
+        f"leak={args.leak:.0%} pseudo_values={args.pseudo_values:.0%} value_weight={args.value_weight:g} bpe_dropout={not args.no_dropout} compile={args.compile}",
         flush=True,
     )
 
@@ -710,6 +781,7 @@ def main(argv: list[str] | None = None) -> int:
         width,
         args.leak,
         args.pseudo_values,
+        args.value_weight,
     )
     loader = torch.utils.data.DataLoader(
         data,

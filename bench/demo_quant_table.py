@@ -1,0 +1,74 @@
+"""The demo model's quantization table (docs/quantization.md, "The demo model"): every scheme and graph selection
+against the fp32 package, with recall on held-out probes.
+
+    python bench/demo_quant_table.py [--package models/demo/package] [--recall-n 50] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from rxt_edge.export.quant_report import DEFAULT_QUERIES, compare_packages
+from rxt_edge.export.quantize import Scope, quantize_package
+
+from rxt_edge import contract
+
+D, E, M = contract.DECODER, contract.ENCODER, contract.MEMORY_UPDATE
+ROWS: list[tuple[str, str | None, str, Scope | None]] = [
+    ("int8-dynamic", "avx2", "decoder", None),
+    ("int8-dynamic", "avx512_vnni", "decoder", None),
+    ("int8-dynamic", "avx2", "decoder-no-head", Scope((D,), head=False)),
+    ("int8-dynamic", "avx2", "decoder+encoder", Scope((D, E))),
+    ("int8-dynamic", "avx2", "decoder+memory_update", Scope((D, M))),
+    ("int8-dynamic", "avx2", "all", Scope(contract.GRAPH_NAMES)),
+    ("int8-dynamic", "avx2", "all+embedding", Scope(contract.GRAPH_NAMES, embedding=True)),
+    ("int8-block", None, "decoder", None),
+    ("int8-block", None, "all", Scope(contract.GRAPH_NAMES)),
+    ("int4-block", None, "decoder", None),
+    ("int4-block", None, "decoder-no-head", Scope((D,), head=False)),
+    ("int4-block", None, "all", Scope(contract.GRAPH_NAMES)),
+    ("fp16", None, "all", None),
+]
+
+
+def _pct(recall: dict, which: str) -> str:
+    return "/".join(f"{100 * recall[which][d]:.0f}" for d in sorted(recall[which], key=int)) + "%"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--package", type=Path, default=Path("models/demo/package"))
+    ap.add_argument("--recall-n", type=int, default=50)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    rows, out = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (scheme, preset, label, scope) in enumerate(ROWS):
+            q = quantize_package(args.package, Path(tmp) / str(i), scheme, preset=preset, scope=scope).output
+            r = compare_packages(
+                args.package, q, queries=DEFAULT_QUERIES * 2, speed=False, recall=True, recall_n=args.recall_n
+            )
+            j = r.to_json()
+            drift = r.stm_drift
+            line = (
+                f"| `{scheme}/{preset or '-'}:{label}` | {r.teacher_forced_top1_agreement:.3f} | {r.mean_kl:.1e} "
+                f"| {r.greedy_token_agreement:.2f} ({r.greedy_identical_turns}) "
+                f"| {drift[5]:.3f} / {drift[-1]:.3f} | {_pct(r.recall, 'quantized')} "
+                f"| {r.size_ratio:.2f} |"
+            )
+            if not rows:
+                print(f"fp32 recall d1/d2/d4/d8: {_pct(r.recall, 'source')}", flush=True)
+            print(line, flush=True)
+            rows.append(line)
+            out.append({"scheme": scheme, "preset": preset, "graphs": label, **j})
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

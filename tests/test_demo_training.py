@@ -1,0 +1,83 @@
+"""The demo model's training recipe (models/demo/recipe/train_demo.py): value-weighted loss, pseudo-values, and
+a tiny end-to-end run that writes a checkpoint the exporter reads."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+RECIPE = Path(__file__).resolve().parents[1] / "models" / "demo" / "recipe"
+sys.path.insert(0, str(RECIPE))
+
+import demo_dialogues as dd  # noqa: E402
+import train_demo as td  # noqa: E402
+
+TOKENIZER = RECIPE.parent / "tokenizer.model"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return td.Tok(TOKENIZER)
+
+
+@pytest.mark.parametrize(
+    "answer, value",
+    [("Your name is Zeno.", "Zeno"), ("You are 43 years old.", "43"), ("You have a gerbil.", "gerbil")],
+)
+def test_value_weight_falls_on_the_value_pieces_only(tok, answer, value):
+    ids, start, weights = tok.weighted_interaction("Who am I?", answer, value, 5.0, sample=False)
+    plain_ids, plain_start = tok.interaction("Who am I?", answer, False)
+    assert (ids, start) == (plain_ids, plain_start)
+    assert len(weights) == len(ids) - start  # answer pieces and [EOS]
+    weighted = "".join(tok.sp.id_to_piece(i) for i, w in zip(ids[start:], weights, strict=True) if w == 5.0)
+    assert weighted.replace("▁", "") == value
+    assert set(weights) == {1.0, 5.0}
+
+
+def test_weighted_turns_reach_the_loss_mask():
+    data = td.DialogueBatches(TOKENIZER, 10, 16, 0, 2, 1.0, 0.1, False, 0, 0.0, 0.0, 3.0)
+    turns, count, _ = data[0]
+    masks = [t.loss_mask for t in turns]
+    assert any((m == 3.0).any() for m in masks)  # the asked values
+    assert count == pytest.approx(float(sum(m.sum() for m in masks)))
+    plain = td.DialogueBatches(TOKENIZER, 10, 16, 0, 2, 1.0, 0.1, False, 0, 0.0, 0.0, 1.0)[0][0]
+    assert all(set(t.loss_mask.unique().tolist()) <= {0.0, 1.0} for t in plain)
+
+
+def test_pseudo_values_replace_every_value_consistently():
+    rng = random.Random(3)
+    forbidden = {v.lower() for pool in dd.POOLS for v in dd.POOLS[pool]} | td._TEMPLATE_WORDS
+    for dialogue in dd.generate_dialogues(200, seed=5, split="train"):
+        swapped = td.with_pseudo_values(dialogue, rng)
+        told = {}
+        for old, new in zip(dialogue, swapped, strict=True):
+            assert (new.kind, new.fact_key, new.asked_after) == (old.kind, old.fact_key, old.asked_after)
+            if old.kind == dd.SMALLTALK:
+                assert (new.query, new.answer) == (old.query, old.answer)
+            if old.value is None:
+                continue
+            assert new.value.lower() not in forbidden and len(new.value) > 2
+            assert new.value.isdigit() == old.value.isdigit()
+            assert told.setdefault(old.value, new.value) == new.value  # one stand-in per value
+            if old.kind == dd.ASK:
+                assert dd.contains_value(new.answer, new.value)
+            assert not td._VALUE_RE.search(new.query + " " + new.answer)  # no original value left
+
+
+def test_tiny_training_run_writes_a_checkpoint_the_exporter_loads(tmp_path):
+    from rxt_edge.export.checkpoints.native import load_native
+
+    out = tmp_path / "ckpt"
+    argv = ["--device", "cpu", "--tiny", "--steps", "3", "--batch", "4", "--eval-n", "1", "--final-n", "1"]
+    argv += ["--eval-procs", "1", "--pseudo-values", "0.5", "--value-weight", "4", "--out", str(out)]
+    assert td.main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps_done"] == 3 and metrics["args"]["value_weight"] == 4.0
+    assert set(metrics["final_eval"]["results"]) >= {"told", "no_fact"}
+    load_native(out)
+    assert re.search(r"\d", (out / "config.json").read_text())
