@@ -44,6 +44,12 @@ def export(
     allow_pickle: Annotated[
         bool, typer.Option("--allow-pickle", help="Allow .bin/.pt weights (runs pickle: trusted files only).")
     ] = False,
+    fuse: Annotated[
+        bool,
+        typer.Option(
+            help="Fuse RoPE into onnxruntime's RotaryEmbedding op (--no-fuse: standard ONNX ops only)."
+        ),
+    ] = True,
 ) -> None:
     """Export a checkpoint to a model package: decoder, encoder, memory-update and memory-kv graphs + manifest."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -68,6 +74,7 @@ def export(
                 tokenizer=tokenizer,
                 overwrite=overwrite,
                 progress=lambda name: bar.update(task, description=f"exporting the {name} graph"),
+                fuse=fuse,
             )
         except ExportError as e:
             raise fail(str(e)) from None
@@ -201,7 +208,10 @@ def bench(
     ] = "reread",
     reference: Annotated[bool, typer.Option(help="PyTorch eager rows (needs torch).")] = True,
     quantize: Annotated[
-        str, typer.Option(help="Quantized row: a `rxt-edge quantize` scheme, or none.")
+        str,
+        typer.Option(
+            help="Quantized rows: `rxt-edge quantize` schemes, comma-separated (int8-dynamic,int4-block), or none."
+        ),
     ] = "int8-dynamic",
     quant_preset: Annotated[
         str, typer.Option(help="int8-dynamic preset (avx2, avx512, avx512_vnni, arm64) or auto (this CPU's).")

@@ -26,6 +26,7 @@ from rxt_edge._atomic import swap_in_directory
 from rxt_edge.manifest import Manifest, ManifestError, _created_by, sha256_file, write_manifest
 
 from .checkpoints import SourceInfo
+from .graph_fusions import fuse_rope
 from .graphs import WRAPPERS, example_inputs, model_dims
 from .model import RxTModel
 
@@ -50,7 +51,9 @@ def _dynamic_shapes(specs: list[contract.TensorSpec]):
     return [{i: dims[s] for i, s in enumerate(spec.shape) if isinstance(s, str)} or None for spec in specs]
 
 
-def export_graph(model: RxTModel, graph: str, path: Path, precision: str, opset: int) -> None:
+def export_graph(
+    model: RxTModel, graph: str, path: Path, precision: str, opset: int, fuse: bool = True
+) -> None:
     dims = model_dims(model)
     ins, outs = contract.graph_io(dims, graph, NP_DTYPES[precision])
     wrapper = WRAPPERS[graph](model).eval()
@@ -62,6 +65,7 @@ def export_graph(model: RxTModel, graph: str, path: Path, precision: str, opset:
     with warnings.catch_warnings(), open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
+        logging.getLogger("onnx_ir").setLevel(logging.ERROR)  # "Attribute type is ambiguous" (empty INTS)
         program = torch.onnx.export(
             wrapper,
             args,
@@ -73,6 +77,8 @@ def export_graph(model: RxTModel, graph: str, path: Path, precision: str, opset:
             optimize=True,
             verbose=False,
         )
+    if fuse:
+        fuse_rope(program.model)
     program.save(str(path), external_data=n_bytes > EXTERNAL_DATA_BYTES)
 
 
@@ -106,8 +112,11 @@ def export_package(
     tokenizer: str | Path | None = None,
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
+    fuse: bool = True,
 ) -> Manifest:
-    """Write a complete model package to `output` (atomically) and return its manifest."""
+    """Write a complete model package to `output` (atomically) and return its manifest.
+
+    `fuse`: rewrite RoPE into onnxruntime's RotaryEmbedding contrib op (export/graph_fusions.py)."""
     if precision not in PRECISIONS:
         raise ExportError(f"precision {precision!r} is not supported; choose one of {sorted(PRECISIONS)}")
     output = Path(output)
@@ -146,7 +155,7 @@ def export_package(
             path = staging / f"{name}.onnx"
             try:
                 with torch.no_grad():
-                    export_graph(model, name, path, precision, opset)
+                    export_graph(model, name, path, precision, opset, fuse)
                 check_graph(path)
             except Exception as e:  # noqa: BLE001 - any exporter failure is reported with the graph name
                 raise ExportError(f"exporting the {name} graph failed: {type(e).__name__}: {e}") from e

@@ -28,6 +28,7 @@ def bench_run(tmp_path_factory):
         "bench", "--config", "tiny", "--turns", str(TURNS), "--query-tokens", str(QUERY),
         "--answer-tokens", str(ANSWER), "--typing-delays", ",".join(map(str, DELAYS)), "--speed-turns", "2",
         "--update-turns", "3", "--baseline", "both", "--threads", "1", "--workdir", str(out / "work"),
+        "--quantize", "int8-dynamic,int4-block",
         "--json", str(out / "report.json"), "--markdown", str(out / "report.md"),
     ]  # fmt: skip
     if plot_available():
@@ -91,14 +92,14 @@ def test_speed_rows_and_reference(bench_run):
     assert rx["same_weights_first_logits_max_diff"] < 1e-3
 
 
-def test_quantized_row_reads_fewer_weight_bytes(bench_run):
+def test_quantized_rows_read_fewer_weight_bytes(bench_run):
+    """One row per --quantize scheme, in order, each from its own package."""
     report, _, _ = bench_run
-    rows = {r["package"]: r for r in report["speed"]["runtime"]}
-    quantized = [r for name, r in rows.items() if name != "fp32"]
-    if not quantized:
-        assert any("quantiz" in n for n in report["notes"])
-        return
-    assert quantized[0]["decoder_weight_bytes_per_token"] < rows["fp32"]["decoder_weight_bytes_per_token"]
+    rows = report["speed"]["runtime"]
+    assert [r["package"].split(" ")[0] for r in rows] == ["fp32", "int8-dynamic", "int4-block"]
+    assert len({r["package"] for r in rows}) == 3
+    fp32, int8, int4 = (r["decoder_weight_bytes_per_token"] for r in rows)
+    assert int4 < int8 < fp32
 
 
 def test_memory_update_section_per_typing_delay(bench_run):
@@ -173,6 +174,29 @@ def test_options_are_checked():
         run_bench(BenchOptions(config="tiny", baseline="sometimes"))
     with pytest.raises(BenchError, match="answer_tokens"):
         run_bench(BenchOptions(config="tiny", answer_tokens=1))
+    with pytest.raises(BenchError, match=r"unknown scheme\(s\) \['int3'\]"):
+        run_bench(BenchOptions(config="tiny", quantize="int8-dynamic,int3"))
+
+
+def test_speed_targets_are_judged_per_package_with_the_floor_ceiling():
+    from rxt_edge.export.bench import evaluate_targets
+
+    def row(package, ms, floor):
+        return {"package": package, "decode_ms_per_token": ms, "bandwidth_floor_ms": floor,
+                "speedup_vs_torch": {"decode": 10.0 / ms}}  # fmt: skip
+
+    report = {
+        "speed": {
+            "runtime": [row("fp32", 4.0, 3.0), row("int8-dynamic avx2", 1.9, 1.0)],
+            "reference": [{"engine": "PyTorch eager (rxt-edge model, cpu)", "decode_ms_per_token": 10.0}],
+        }
+    }
+    targets = evaluate_targets(report, BenchOptions(config="alpha-micro"))
+    speed = {t["name"]: t for t in targets if "PyTorch eager" in t["name"]}
+    fp32 = speed["decode >= 5x faster than PyTorch eager (alpha-micro, fp32 package, CPU)"]
+    int8 = speed["decode >= 5x faster than PyTorch eager (alpha-micro, int8-dynamic avx2 package, CPU)"]
+    assert fp32["met"] is False and "2.50x" in fp32["measured"] and "3.33x" in fp32["measured"]
+    assert int8["met"] is True and int8["measured"].startswith("5.26x")
 
 
 def test_robust_ratio_ignores_one_slow_turn():

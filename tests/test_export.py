@@ -338,7 +338,7 @@ def _failing_export_graph(monkeypatch, fail_at: str) -> list[str]:
 
     written: list[str] = []
 
-    def fake(model, graph, path, precision, opset):
+    def fake(model, graph, path, precision, opset, fuse=True):
         if graph == fail_at:
             raise RuntimeError(f"simulated exporter crash in {graph}")
         path.write_bytes(b"stub")

@@ -1,0 +1,105 @@
+"""Graph rewrites applied to the exported ONNX graphs before they are saved.
+
+RoPE -> `com.microsoft.RotaryEmbedding`. The canonical model writes interleaved RoPE as
+`x * cos + (x @ R) * sin` with R a constant signed pair swap (export/layers.py): four kernels and two passes over
+x per rotated tensor, three rotated tensors per decoder layer. onnxruntime's contrib op does it in one kernel
+(CPU and CUDA execution providers; DirectML registers it too). The graph already holds this step's cos/sin rows
+(`cos`, `sin`: [T, 1, head_dim], each angle repeated for its pair), so the op gets them as its cache with
+position 0: row t of the cache is position t of this call, exactly the angles the unfused graph uses.
+
+Only float32 graphs are rewritten (in float16 graphs cos/sin are cast first and the pattern does not match);
+`rxt-edge verify` checks the fused graphs against the torch model like any other.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+from onnxscript.rewriter import pattern, rewrite
+
+MS_DOMAIN = "com.microsoft"
+
+
+def _rope_target(op, x, r, cos, sin):
+    return op.Add(op.Mul(x, cos), op.Mul(op.MatMul(x, r), sin))
+
+
+def _is_pair_swap(r: ir.Value) -> bool:
+    """R with (x @ R)[2i] = -x[2i+1] and (x @ R)[2i+1] = x[2i] (export/layers.py `_pair_swap`)."""
+    if r.const_value is None:
+        return False
+    m = r.const_value.numpy()
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] % 2:
+        return False
+    expected = np.zeros(m.shape, dtype=m.dtype)
+    idx = np.arange(0, m.shape[0], 2)
+    expected[idx + 1, idx] = -1
+    expected[idx, idx + 1] = 1
+    return bool(np.array_equal(m, expected))
+
+
+def _rope_check(context, x, r, cos, sin, **_) -> bool:
+    shape = x.shape
+    return (
+        _is_pair_swap(r)
+        and x.dtype == ir.DataType.FLOAT
+        and cos.dtype == ir.DataType.FLOAT
+        and sin.dtype == ir.DataType.FLOAT
+        and shape is not None
+        and len(shape) == 4
+        and all(isinstance(d, int) for d in shape[2:])  # [B, T, heads, head_dim], heads and head_dim static
+        and cos.shape is not None
+        and len(cos.shape) == 3
+    )
+
+
+def _rope_replacement(op, x, r, cos, sin, **_):
+    heads, head_dim = x.shape[2], x.shape[3]
+
+    def cache(table):  # [T, 1, head_dim] -> [T, head_dim / 2]: one angle per pair
+        every_other = op.Slice(
+            table,
+            op.Constant(value=ir.tensor(np.array([0], dtype=np.int64))),
+            op.Constant(value=ir.tensor(np.array([head_dim], dtype=np.int64))),
+            op.Constant(value=ir.tensor(np.array([2], dtype=np.int64))),
+            op.Constant(value=ir.tensor(np.array([2], dtype=np.int64))),
+        )
+        return op.Reshape(
+            every_other, op.Constant(value=ir.tensor(np.array([-1, head_dim // 2], dtype=np.int64)))
+        )
+
+    source = x.producer()
+    flat_in = source.inputs[0] if source is not None and source.op_type == "Reshape" else None
+    shape = flat_in.shape if flat_in is not None else None
+    if (
+        shape is None
+        or len(shape) != 3
+        or shape[2] != heads * head_dim
+        or list(shape[:2]) != list(x.shape[:2])
+    ):
+        flat_in = op.Reshape(
+            x, op.Constant(value=ir.tensor(np.array([0, 0, heads * head_dim], dtype=np.int64)))
+        )
+    flat = (
+        flat_in  # [B, T, heads * head_dim]: the projection's output where x is its view, so no copy is added
+    )
+    start = op.Constant(value=ir.tensor(np.array([0], dtype=np.int64)))
+    rotated = op.RotaryEmbedding(
+        flat, start, cache(cos), cache(sin), interleaved=1, num_heads=heads, _domain=MS_DOMAIN
+    )
+    return op.Reshape(
+        rotated, op.Constant(value=ir.tensor(np.array([0, 0, heads, head_dim], dtype=np.int64)))
+    )
+
+
+ROPE_RULE = pattern.RewriteRule(_rope_target, _rope_replacement, _rope_check, name="InterleavedRoPE")
+
+
+def fuse_rope(model: ir.Model) -> int:
+    """Rewrite every interleaved RoPE of `model` in place; returns how many were fused."""
+    before = sum(1 for n in model.graph if n.op_type == "RotaryEmbedding")
+    rewrite(model, pattern_rewrite_rules=[ROPE_RULE])
+    fused = sum(1 for n in model.graph if n.op_type == "RotaryEmbedding") - before
+    if fused and MS_DOMAIN not in model.opset_imports:
+        model.opset_imports[MS_DOMAIN] = 1
+    return fused

@@ -1,0 +1,83 @@
+"""RoPE fused into com.microsoft.RotaryEmbedding at export (export/graph_fusions.py): every interleaved RoPE is
+rewritten, and the fused package answers exactly as the unfused one (standard ONNX ops, `--no-fuse`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+
+def _ops(path: Path) -> list[onnx.NodeProto]:
+    return list(onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def _pair_swap_matmuls(path: Path) -> int:
+    model = onnx.load(str(path))
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    count = 0
+    for n in model.graph.node:
+        r = consts.get(n.input[1]) if n.op_type == "MatMul" else None
+        if (
+            r is not None
+            and r.ndim == 2
+            and r.shape[0] == r.shape[1]
+            and set(np.unique(r)) <= {-1.0, 0.0, 1.0}
+        ):
+            count += int(np.abs(r).sum() == r.shape[0])  # a signed permutation
+    return count
+
+
+@pytest.fixture(scope="module")
+def unfused_package(tiny_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from rxt_edge.export.checkpoints import load_checkpoint
+    from rxt_edge.export.onnx_export import export_package
+
+    model, source = load_checkpoint(tiny_package.parent / "checkpoint")
+    out = tmp_path_factory.mktemp("unfused") / "package"
+    export_package(model, source, out, fuse=False)
+    return out
+
+
+def test_every_rope_is_fused(tiny_package: Path, unfused_package: Path) -> None:
+    from rxt_edge.manifest import load_manifest
+
+    dims = load_manifest(tiny_package).model
+    # decoder: self-attention queries and keys in every layer, memory cross-attention queries in memory layers
+    ropes = 2 * dims.decoder_layers + dims.memory_layers
+    fused = [n for n in _ops(tiny_package / "decoder.onnx") if n.op_type == "RotaryEmbedding"]
+    assert len(fused) == ropes
+    assert all(n.domain == "com.microsoft" for n in fused)
+    for graph in ("decoder", "encoder", "memory_update"):
+        assert _pair_swap_matmuls(tiny_package / f"{graph}.onnx") == 0, graph
+    assert _pair_swap_matmuls(unfused_package / "decoder.onnx") == ropes
+    assert not any(n.domain for n in _ops(unfused_package / "decoder.onnx"))
+
+
+def test_fused_package_answers_as_the_unfused(tiny_package: Path, unfused_package: Path) -> None:
+    from rxt_edge import RxTSession
+
+    runs = []
+    for package in (tiny_package, unfused_package):
+        with RxTSession.load(package) as session:
+            conv = session.conversation()
+            answers = [
+                list(conv.generate_ids(list(range(7, 7 + 5 * t)), max_new_tokens=12)) for t in (1, 3, 9)
+            ]
+            conv.wait_memory()
+            runs.append((answers, conv.stm().copy()))
+    (a_fused, stm_fused), (a_plain, stm_plain) = runs
+    assert a_fused == a_plain
+    np.testing.assert_allclose(stm_fused, stm_plain, rtol=0, atol=1e-5)
+
+
+def test_fp16_graphs_keep_standard_ops(exported) -> None:
+    """In float16 graphs cos/sin are cast before use: the pattern does not match and nothing is rewritten."""
+    pkg = exported("self_interlayer_fp16").package
+    assert not any(n.op_type == "RotaryEmbedding" for n in _ops(pkg / "decoder.onnx"))
