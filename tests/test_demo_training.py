@@ -74,7 +74,8 @@ def test_tiny_training_run_writes_a_checkpoint_the_exporter_loads(tmp_path):
 
     out = tmp_path / "ckpt"
     argv = ["--device", "cpu", "--tiny", "--steps", "3", "--batch", "4", "--eval-n", "1", "--final-n", "1"]
-    argv += ["--eval-procs", "1", "--pseudo-values", "0.5", "--value-weight", "4", "--out", str(out)]
+    argv += ["--eval-procs", "1", "--workers", "1", "--pseudo-values", "0.5", "--value-weight", "4"]
+    argv += ["--out", str(out)]
     assert td.main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps_done"] == 3 and metrics["args"]["value_weight"] == 4.0
