@@ -56,40 +56,27 @@ def _rope_check(context, x, r, cos, sin, **_) -> bool:
 def _rope_replacement(op, x, r, cos, sin, **_):
     heads, head_dim = x.shape[2], x.shape[3]
 
-    def cache(table):  # [T, 1, head_dim] -> [T, head_dim / 2]: one angle per pair
-        every_other = op.Slice(
-            table,
-            op.Constant(value=ir.tensor(np.array([0], dtype=np.int64))),
-            op.Constant(value=ir.tensor(np.array([head_dim], dtype=np.int64))),
-            op.Constant(value=ir.tensor(np.array([2], dtype=np.int64))),
-            op.Constant(value=ir.tensor(np.array([2], dtype=np.int64))),
-        )
-        return op.Reshape(
-            every_other, op.Constant(value=ir.tensor(np.array([-1, head_dim // 2], dtype=np.int64)))
-        )
+    def ints(*values: int):
+        return op.Constant(value=ir.tensor(np.array(values, dtype=np.int64)))
 
+    def cache(table):  # [T, 1, head_dim] -> [T, head_dim / 2]: one angle per pair
+        return op.Reshape(op.Slice(table, ints(0), ints(head_dim), ints(2), ints(2)), ints(-1, head_dim // 2))
+
+    # [B, T, heads * head_dim]: where x is a view of the projection's output, rotate that output directly
     source = x.producer()
-    flat_in = source.inputs[0] if source is not None and source.op_type == "Reshape" else None
-    shape = flat_in.shape if flat_in is not None else None
+    flat = source.inputs[0] if source is not None and source.op_type == "Reshape" else None
+    shape = flat.shape if flat is not None else None
     if (
         shape is None
         or len(shape) != 3
         or shape[2] != heads * head_dim
         or list(shape[:2]) != list(x.shape[:2])
     ):
-        flat_in = op.Reshape(
-            x, op.Constant(value=ir.tensor(np.array([0, 0, heads * head_dim], dtype=np.int64)))
-        )
-    flat = (
-        flat_in  # [B, T, heads * head_dim]: the projection's output where x is its view, so no copy is added
-    )
-    start = op.Constant(value=ir.tensor(np.array([0], dtype=np.int64)))
+        flat = op.Reshape(x, ints(0, 0, heads * head_dim))
     rotated = op.RotaryEmbedding(
-        flat, start, cache(cos), cache(sin), interleaved=1, num_heads=heads, _domain=MS_DOMAIN
+        flat, ints(0), cache(cos), cache(sin), interleaved=1, num_heads=heads, _domain=MS_DOMAIN
     )
-    return op.Reshape(
-        rotated, op.Constant(value=ir.tensor(np.array([0, 0, heads, head_dim], dtype=np.int64)))
-    )
+    return op.Reshape(rotated, ints(0, 0, heads, head_dim))
 
 
 ROPE_RULE = pattern.RewriteRule(_rope_target, _rope_replacement, _rope_check, name="InterleavedRoPE")

@@ -1,4 +1,5 @@
-"""Atomic file replacement, shared by the manifest and snapshot writers.
+"""Atomic replacement of files (manifest and snapshot writers) and of whole package directories (export and
+quantize).
 
 A crash or error mid-write must leave the previous file intact: write a temp file in the same
 directory (same filesystem, so `os.replace` is atomic), fsync it, then swap it in.

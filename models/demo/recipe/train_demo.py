@@ -196,10 +196,13 @@ class Tok:
             self.special[k] for k in ("bos", "eos", "query", "answer", "pad")
         )
 
+    @staticmethod
+    def _sampling(sample: bool) -> dict:
+        """BPE-dropout arguments of `sp.encode` (none: the deterministic segmentation)."""
+        return {"enable_sampling": True, "alpha": SP_ALPHA, "nbest_size": -1} if sample else {}
+
     def encode(self, text: str, sample: bool) -> list[int]:
-        if sample:
-            return self.sp.encode(text, enable_sampling=True, alpha=SP_ALPHA, nbest_size=-1)
-        return self.sp.encode(text)
+        return self.sp.encode(text, **self._sampling(sample))
 
     def prompt(self, query: list[int]) -> list[int]:
         return [self.bos, self.q, *query, self.a]
@@ -215,8 +218,7 @@ class Tok:
         """`interaction` plus a loss weight per answer token (and [EOS]): `weight` on the pieces that spell
         `value` where the answer states it, 1 elsewhere."""
         p = self.prompt(self.encode(query, sample))
-        kw = {"enable_sampling": True, "alpha": SP_ALPHA, "nbest_size": -1} if sample else {}
-        pieces = self.sp.encode(answer, return_type="proto", **kw).pieces
+        pieces = self.sp.encode(answer, return_type="proto", **self._sampling(sample)).pieces
         spans = [m.span() for m in re.finditer(rf"(?<!\w){re.escape(value)}(?!\w)", answer, re.IGNORECASE)]
         weights = [weight if any(pc.begin < e and pc.end > b for b, e in spans) else 1.0 for pc in pieces]
         return p + [pc.id for pc in pieces] + [self.eos], len(p), weights + [1.0]
