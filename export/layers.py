@@ -131,15 +131,15 @@ class Attention(nn.Module):
         if hq < hkv:  # reverse SQA: tile the whole query-head block up to the K/V head count
             q = q.repeat(1, 1, hkv // hq, 1)
         groups = q.shape[2] // hkv
-        # Query heads h = kv * groups + g share K/V head kv: fold the group into the query rows, no K/V repeat.
-        qg = q.reshape(b, t, hkv, groups, hd).permute(0, 2, 3, 1, 4)  # [B, Hkv, G, T, hd]
-        scores = torch.matmul(qg, k.unsqueeze(2).transpose(-1, -2)) * (
-            1.0 / math.sqrt(hd)
-        )  # [B, Hkv, G, T, S]
+        # Query heads h = kv * groups + g share K/V head kv: fold the group into the query rows, so one
+        # matrix product per K/V head reads K and V once for all its G query heads (no K/V repeat).
+        qg = q.reshape(b, t, hkv, groups, hd).permute(0, 2, 3, 1, 4).reshape(b, hkv, groups * t, hd)
+        scores = torch.matmul(qg, k.transpose(-1, -2)) * (1.0 / math.sqrt(hd))  # [B, Hkv, G*T, S]
         if bias is not None:
-            scores = scores + bias
+            s = scores.shape[-1]
+            scores = (scores.reshape(b, hkv, groups, t, s) + bias).reshape(b, hkv, groups * t, s)
         probs = torch.softmax(scores.to(compute_dtype(q.dtype)), dim=-1).to(q.dtype)
-        out = torch.matmul(probs, v.unsqueeze(2))  # [B, Hkv, G, T, hd]
+        out = torch.matmul(probs, v).reshape(b, hkv, groups, t, hd)  # [B, Hkv, G, T, hd]
         out = out.permute(0, 3, 1, 2, 4).reshape(b, t, hkv * groups * hd)
         if self.gate_proj is not None:
             out = out * activation(self.cfg.gate_activation)(self.gate_proj(gate_input))
