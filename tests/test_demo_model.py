@@ -3,8 +3,8 @@ the STM (so the STM flows through encoder -> memory_update -> memory K/V -> deco
 without the fact told are answered "I don't know" rather than with the value.
 
 The probes use held-out values (never seen in training), so a hit can only come from the pieces carried through
-the STM. The shipped model recalls ~50-60% of them at delays 1-2 (models/demo/README.md; 19 of these 32 probes);
-the test checks that level with a margin, and the gap to never-told facts."""
+the STM. The shipped model recalls all of them at delays 1-8 (models/demo/README.md: 200 of 200 probes, fp32 and
+int8); the test asks 32 at delays 4 and 8 and allows two misses, and checks the gap to never-told facts."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def test_scripted_conversation_recalls_told_facts(session):
     from demo_dialogues import no_fact_probes, recall_probes
     from eval_demo import score
 
-    told = recall_probes(16, 7, delays=(1, 2), split="heldout")
-    untold = no_fact_probes(16, 7, delays=(1, 2), split="heldout")
+    told = recall_probes(16, 7, delays=(4, 8), split="heldout")
+    untold = no_fact_probes(16, 7, delays=(4, 8), split="heldout")
     recall, chance = score(session, told), score(session, untold)
-    assert recall >= 0.4, f"recall of told held-out facts {recall:.0%}"
+    assert recall >= 0.9, f"recall of told held-out facts {recall:.0%}"
     assert chance <= 0.05, f"never-told facts answered with the value {chance:.0%}"

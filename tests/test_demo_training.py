@@ -1,11 +1,13 @@
 """The demo model's training recipe (models/demo/recipe/train_demo.py): value-weighted loss, pseudo-values, and
-a tiny end-to-end run that writes a checkpoint the exporter reads."""
+tiny end-to-end runs (one process, and two under torchrun) that write a checkpoint the exporter reads."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -49,11 +51,12 @@ def test_weighted_turns_reach_the_loss_mask():
     assert all(set(t.loss_mask.unique().tolist()) <= {0.0, 1.0} for t in plain)
 
 
-def test_pseudo_values_replace_every_value_consistently():
+@pytest.mark.parametrize("letters", [0.0, 1.0])
+def test_pseudo_values_replace_every_value_consistently(letters):
     rng = random.Random(3)
     forbidden = {v.lower() for pool in dd.POOLS for v in dd.POOLS[pool]} | td._TEMPLATE_WORDS
     for dialogue in dd.generate_dialogues(200, seed=5, split="train"):
-        swapped = td.with_pseudo_values(dialogue, rng)
+        swapped = td.with_pseudo_values(dialogue, rng, letters)
         told = {}
         for old, new in zip(dialogue, swapped, strict=True):
             assert (new.kind, new.fact_key, new.asked_after) == (old.kind, old.fact_key, old.asked_after)
@@ -69,6 +72,22 @@ def test_pseudo_values_replace_every_value_consistently():
             assert not td._VALUE_RE.search(new.query + " " + new.answer)  # no original value left
 
 
+def test_letter_stand_ins_are_spelled_more_freely_than_the_pool_chain():
+    """Stand-ins for a small pool's value ("green": 16 train colours feed its chain) drawn from the all-pool
+    letter chain use many more letter pairs: the spellings a held-out colour or job needs."""
+
+    def bigrams(letters: float) -> set[str]:
+        rng = random.Random(0)
+        words = [td.pseudo_value("green", rng, set(), letters) for _ in range(300)]
+        assert all(
+            w[0] not in "aeiou" and w.islower() for w in words
+        )  # "a"/"an" and case still follow "green"
+        return {w[i : i + 2] for w in words for i in range(len(w) - 1)}
+
+    pool_only, letter_chain = bigrams(0.0), bigrams(1.0)
+    assert len(letter_chain) > 1.3 * len(pool_only)
+
+
 def test_tiny_training_run_writes_a_checkpoint_the_exporter_loads(tmp_path):
     from rxt_edge.export.checkpoints.native import load_native
 
@@ -82,3 +101,20 @@ def test_tiny_training_run_writes_a_checkpoint_the_exporter_loads(tmp_path):
     assert set(metrics["final_eval"]["results"]) >= {"told", "no_fact"}
     load_native(out)
     assert re.search(r"\d", (out / "config.json").read_text())
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_train_one_model(tmp_path):
+    """torchrun with 2 CPU processes (gloo): gradients averaged, both stop after the same step, rank 0 writes."""
+    out = tmp_path / "ckpt"
+    argv = ["--device", "cpu", "--tiny", "--steps", "4", "--stop-after", "3", "--batch", "4", "--eval-n", "1"]
+    argv += ["--final-n", "1", "--eval-procs", "1", "--workers", "0", "--out", str(out)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [*cmd, str(RECIPE / "train_demo.py"), *argv], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["steps_done"] == 3
+    assert done.stdout.count("wrote ") == 1  # only rank 0 evaluates and writes

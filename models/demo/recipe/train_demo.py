@@ -18,7 +18,9 @@ all-zero start every slot would stay identical (a symmetric write), leaving the 
 Two optional aids, off by default: `--pseudo-values P` replaces the entity values of a share P of the
 conversations by random pseudo-words/numbers (without it the model stores *which train value* was told and
 fails on held-out values, see README), and `--leak F`, a teacher-forced memory warm-up in which the decoder
-reads the STM written from the current interaction.
+reads the STM written from the current interaction. With pseudo-values, `--letters L` spells a share L of the word
+stand-ins from one letter chain over every pool and `--value-weight W` weighs the recalled value's pieces W times in
+the loss. Under `torchrun --nproc-per-node N` the N processes average their gradients (N x --batch a step).
 
 Evaluation: `recall_probes` / `no_fact_probes` with held-out values at delays 1, 2, 4, 8 (plus told probes
 with train values, a diagnostic); a fast batched greedy decoder on the training device during training, and
@@ -43,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import re
 import shutil
@@ -310,6 +313,32 @@ def _char_chains(order: int = 2) -> dict[str, dict[str, list[str]]]:
 _CHAINS = _char_chains()
 
 
+def _letter_chain() -> dict[str, list[str]]:
+    """One order-1 character chain over the train values of every word pool: stand-ins spelled with letter
+    pairs from any pool ("colours" get job-like and city-like spellings), so no pool's few words shape them."""
+    chain: dict[str, list[str]] = {}
+    for pool in dd.POOLS:
+        for v in dd.pool_values(pool, "train"):
+            if not v.isdigit():
+                padded = "^" + v.lower() + "$"
+                for a, b in zip(padded, padded[1:], strict=False):
+                    chain.setdefault(a, []).append(b)
+    return chain
+
+
+_LETTERS = _letter_chain()
+
+
+def _letter_word(rng: random.Random) -> str:
+    out, ctx = "", "^"
+    while len(out) < 10:
+        nxt = rng.choice(_LETTERS[ctx])
+        if nxt == "$":
+            break
+        out, ctx = out + nxt, nxt
+    return out
+
+
 def _markov_word(pool: str, rng: random.Random, order: int = 2) -> str:
     chain, ctx, out = _CHAINS[pool], "^" * order, ""
     while len(out) < 12:
@@ -331,16 +360,22 @@ def _syllable_word(original: str, rng: random.Random) -> str:
     return word
 
 
-def pseudo_value(original: str, rng: random.Random, taken: set[str]) -> str:
-    """A random stand-in for `original`: digits for digits; otherwise half the time a word from the pool's
-    character chain, half the time random syllables (same vowel/consonant start, so "a"/"an" stay right),
-    same capitalisation; never a held-out or train value."""
+def pseudo_value(original: str, rng: random.Random, taken: set[str], letters: float = 0.0) -> str:
+    """A random stand-in for `original`: digits for digits; otherwise a share `letters` of the time a word from
+    the all-pool letter chain, else half the time a word from the pool's own character chain, half the time
+    random syllables (same vowel/consonant start, so "a"/"an" stay right), same capitalisation; never a
+    held-out or train value."""
     pool = _TRAIN_VALUES.get(original)
     while True:
         if original.isdigit():
             word = str(rng.randint(100, 999)) if rng.random() < 0.5 else str(rng.randint(21, 99))
         else:
-            word = _markov_word(pool, rng) if pool and rng.random() < 0.5 else _syllable_word(original, rng)
+            if letters and rng.random() < letters:
+                word = _letter_word(rng)
+            elif pool and rng.random() < 0.5:
+                word = _markov_word(pool, rng)
+            else:
+                word = _syllable_word(original, rng)
             if (word[:1] in "aeiou") != (original[0].lower() in "aeiou"):
                 continue
             if original[0].isupper():
@@ -356,7 +391,7 @@ def pseudo_value(original: str, rng: random.Random, taken: set[str]) -> str:
             return word
 
 
-def with_pseudo_values(dialogue: dd.Dialogue, rng: random.Random) -> dd.Dialogue:
+def with_pseudo_values(dialogue: dd.Dialogue, rng: random.Random, letters: float = 0.0) -> dd.Dialogue:
     """The same conversation with every entity value consistently replaced by a pseudo-value."""
     mapping: dict[str, str] = {}
     taken: set[str] = set()
@@ -364,7 +399,7 @@ def with_pseudo_values(dialogue: dd.Dialogue, rng: random.Random) -> dd.Dialogue
     def sub(m: re.Match[str]) -> str:
         v = m.group(0)
         if v not in mapping:
-            mapping[v] = pseudo_value(v, rng, taken)
+            mapping[v] = pseudo_value(v, rng, taken, letters)
         return mapping[v]
 
     out = []
@@ -393,11 +428,13 @@ class DialogueBatches(torch.utils.data.Dataset):
         leak: float = 0.0,
         pseudo: float = 0.0,
         value_weight: float = 1.0,
+        letters: float = 0.0,
+        rank: int = 0,
     ):
         self.tok_path, self.steps, self.batch, self.seed = tok_path, steps, batch, seed
         self.turns_start, self.hold, self.curriculum = turns_start, hold, curriculum
         self.dropout, self.width, self.leak, self.pseudo = dropout, width, leak, pseudo
-        self.value_weight = value_weight
+        self.value_weight, self.letters, self.rank = value_weight, letters, rank
         self.tok: Tok | None = None
 
     def __len__(self) -> int:
@@ -419,13 +456,16 @@ class DialogueBatches(torch.utils.data.Dataset):
         if self.tok is None:
             self.tok = Tok(self.tok_path)
         tok = self.tok
-        data_seed = self.seed * 1_000_003 + k
+        data_seed = self.seed * 1_000_003 + k + self.rank * 1_000_000_007  # rank 0: the one-GPU batches
         spm.set_random_generator_seed(data_seed % (2**31))
         max_turns = turns_at(k, self.steps, self.turns_start, self.hold, self.curriculum)
         dialogues = dd.generate_dialogues(self.batch, seed=data_seed, split="train", max_turns=max_turns)
         if self.pseudo > 0:
             rng = random.Random(f"pseudo:{data_seed}")
-            dialogues = [with_pseudo_values(d, rng) if rng.random() < self.pseudo else d for d in dialogues]
+            dialogues = [
+                with_pseudo_values(d, rng, self.letters) if rng.random() < self.pseudo else d
+                for d in dialogues
+            ]
         seqs = [[self._interaction(t) for t in d] for d in dialogues]
         turns = collate_turns(seqs, tok.pad, [tok.bos, tok.q, tok.a, tok.eos], self.width)
         p_leak = max(0.0, 1.0 - k / (self.leak * self.steps)) if self.leak > 0 else 0.0
@@ -664,6 +704,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1.0,
         help="loss weight of the pieces that spell the recalled value in answers to questions (1 = plain mean)",
     )
+    p.add_argument(
+        "--letters",
+        type=float,
+        default=0.0,
+        help="share of word stand-ins spelled by one letter chain over every pool (else pool chain / syllables)",
+    )
     p.add_argument("--no-dropout", action="store_true", help="disable BPE-dropout (not recommended)")
     # architecture
     p.add_argument("--dim", type=int, default=192)
@@ -730,13 +776,41 @@ def evaluate_batched(net: Trainable, tok: Tok, probes: dict[str, list[dd.Probe]]
     return answers, score(probes, answers)
 
 
+def init_distributed(device: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device). Under `torchrun --nproc-per-node N` each process trains on its own batches
+    (rank r's batch k is seeded apart from rank 0's, which are the one-process batches) and the gradients
+    are averaged every step: N times the conversations per step. Without torchrun: rank 0 of 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, torch.device(device)
+    rank, local = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    if device.startswith("cuda"):
+        torch.cuda.set_device(local)
+        torch.distributed.init_process_group("nccl", device_id=torch.device("cuda", local))
+        return rank, world, torch.device("cuda", local)
+    torch.distributed.init_process_group("gloo")
+    return rank, world, torch.device(device)
+
+
+def average_gradients(net: nn.Module) -> None:
+    """All-reduce every gradient as one flat buffer (one collective a step), then divide by the world size."""
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= torch.distributed.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.tiny:
         args.dim, args.layers, args.heads, args.kv_heads, args.ffn, args.slots = 32, 2, 4, 2, 64, 8
     t_start = time.perf_counter()
     torch.manual_seed(args.seed)
-    device = torch.device(args.device)
+    rank, world, device = init_distributed(args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -744,17 +818,18 @@ def main(argv: list[str] | None = None) -> int:
     net = build(args, tok, device)
     model = net.model
     n_params = sum(p.numel() for p in net.parameters())
+    log = print if rank == 0 else (lambda *a, **k: None)
     if args.init_from:
-        print(f"continuing from {args.init_from}", flush=True)
-    print(
+        log(f"continuing from {args.init_from}", flush=True)
+    log(
         f"config: {describe(model.cfg)}; {n_params / 1e6:.2f}M parameters ({n_params * 4 / 2**20:.1f} MiB fp32); "
-        f"device={device}",
+        f"device={device}" + (f" x {world} processes (gradients averaged)" if world > 1 else ""),
         flush=True,
     )
-    print(
+    log(
         f"train: steps={args.steps} batch={args.batch} lr={args.lr} warmup={args.warmup} seed={args.seed} "
         f"curriculum: {args.turns_start} turns for {args.hold:.0%} of steps, then ->12 over {args.curriculum:.0%}, "
-        f"leak={args.leak:.0%} pseudo_values={args.pseudo_values:.0%} value_weight={args.value_weight:g} bpe_dropout={not args.no_dropout} compile={args.compile}",
+        f"leak={args.leak:.0%} pseudo_values={args.pseudo_values:.0%} letters={args.letters:.0%} value_weight={args.value_weight:g} bpe_dropout={not args.no_dropout} compile={args.compile}",
         flush=True,
     )
 
@@ -784,6 +859,8 @@ def main(argv: list[str] | None = None) -> int:
         args.leak,
         args.pseudo_values,
         args.value_weight,
+        args.letters,
+        rank,
     )
     loader = torch.utils.data.DataLoader(
         data,
@@ -807,15 +884,17 @@ def main(argv: list[str] | None = None) -> int:
         loss = dialogue_loss(net, step_fn, turns, count, leak.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if world > 1:
+            average_gradients(net)
         gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), args.clip)
         opt.step()
         losses.append(loss.detach())
         steps_done = step + 1
-        if step == 0:
+        if step == 0 and rank == 0:
             print(f"first step (incl. compile) {time.perf_counter() - t0:.1f}s", flush=True)
             t0 = time.perf_counter()  # the compile time is reported apart from the steady training time
         last = steps_done == args.steps
-        if step % 50 == 0 or last:
+        if rank == 0 and (step % 50 == 0 or last):
             window = torch.stack(losses[-50:]).float()
             lv = float(window.mean())
             if not math.isfinite(lv):
@@ -828,7 +907,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         timeout = bool(args.max_minutes and (time.perf_counter() - t_start) / 60 > args.max_minutes)
         timeout |= bool(args.stop_after and steps_done >= args.stop_after)
-        if (args.eval_every and steps_done % args.eval_every == 0) or last or timeout:
+        if world > 1:  # rank 0's clock decides, so every rank stops after the same step
+            flag = torch.tensor([float(timeout)], device=device)
+            torch.distributed.broadcast(flag, 0)
+            timeout = bool(flag.item())
+        if rank == 0 and ((args.eval_every and steps_done % args.eval_every == 0) or last or timeout):
             te = time.perf_counter()
             _, res = evaluate_batched(net, tok, probes, device)
             recall = {d: res["told"][str(d)]["contains_value"] for d in DELAYS}
@@ -854,8 +937,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             t_eval += time.perf_counter() - te
         if timeout:
-            print(f"stopping early at step {steps_done} (--max-minutes / --stop-after)", flush=True)
+            if rank == 0:
+                print(f"stopping early at step {steps_done} (--max-minutes / --stop-after)", flush=True)
             break
+    if world > 1:
+        torch.distributed.destroy_process_group()
+        if rank:
+            return 0
     train_s = time.perf_counter() - t0 - t_eval
     print(
         f"training: {steps_done} steps, {train_s:.1f} s after the first step ({train_s / max(1, steps_done - 1):.3f} "
@@ -895,6 +983,7 @@ def main(argv: list[str] | None = None) -> int:
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "parameters": n_params,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "processes": world,
         "torch": torch.__version__,
         "steps_done": steps_done,
         "train_seconds_after_first_step": round(train_s, 1),
