@@ -47,7 +47,7 @@ def export(
     fuse: Annotated[
         bool,
         typer.Option(
-            help="Fuse RoPE into onnxruntime's RotaryEmbedding op (--no-fuse: standard ONNX ops only)."
+            help="Fuse RoPE into onnxruntime's RotaryEmbedding op and q/k/v projections into one MatMul (--no-fuse: standard ONNX ops, one MatMul each)."
         ),
     ] = True,
 ) -> None:
@@ -216,6 +216,12 @@ def bench(
     quant_preset: Annotated[
         str, typer.Option(help="int8-dynamic preset (avx2, avx512, avx512_vnni, arm64) or auto (this CPU's).")
     ] = "auto",
+    per_tensor: Annotated[
+        bool,
+        typer.Option(
+            help="int8-dynamic rows: one weight scale per matrix (as `rxt-edge quantize --per-tensor`)."
+        ),
+    ] = False,
     workdir: Annotated[Path | None, typer.Option(help="Keep exported packages here and reuse them.")] = None,
     speed_turns: Annotated[int, typer.Option(min=1)] = 8,
     update_turns: Annotated[int, typer.Option(min=2)] = 16,
@@ -240,7 +246,8 @@ def bench(
             model_dir=model_dir, config=config, provider=provider, threads=threads, turns=turns,
             query_tokens=query_tokens, answer_tokens=answer_tokens, typing_delays=delays, update_turns=update_turns,
             speed_turns=speed_turns, baseline=baseline, reference=reference,
-            quantize=None if quantize == "none" else quantize, quant_preset=quant_preset, workdir=workdir,
+            quantize=None if quantize == "none" else quantize, quant_preset=quant_preset, quant_per_tensor=per_tensor,
+            workdir=workdir,
         )  # fmt: skip
         report = run_bench(opts, console=err)
         if json_out:
@@ -264,6 +271,12 @@ def quantize(
     preset: Annotated[
         str | None, typer.Option(help="int8-dynamic target: avx2 (default), avx512, avx512_vnni, arm64.")
     ] = None,
+    per_tensor: Annotated[
+        bool,
+        typer.Option(
+            help="int8-dynamic: one weight scale per matrix, not per output channel (faster, less exact)."
+        ),
+    ] = False,
     graphs: Annotated[
         str | None, typer.Option(help="Comma-separated graphs to quantize (default: the measured choice).")
     ] = None,
@@ -286,7 +299,15 @@ def quantize(
         if graphs and scheme in DEFAULT_SCOPES:
             scope = Scope(tuple(g.strip() for g in graphs.split(",") if g.strip()), head=True)
         with err.status(f"quantizing ({scheme})"):
-            result = quantize_package(model_dir, output, scheme, preset, scope, overwrite=overwrite)
+            result = quantize_package(
+                model_dir,
+                output,
+                scheme,
+                preset,
+                scope,
+                overwrite=overwrite,
+                per_channel=False if per_tensor else None,
+            )
         with err.status("measuring the report (quality, then speed)"):
             rep = compare_packages(model_dir, output, threads=threads, provider=provider) if report else None
     except (QuantizeError, ManifestError) as e:

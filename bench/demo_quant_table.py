@@ -18,20 +18,22 @@ from rxt_edge.export.quantize import Scope, quantize_package
 from rxt_edge import contract
 
 D, E, M = contract.DECODER, contract.ENCODER, contract.MEMORY_UPDATE
-ROWS: list[tuple[str, str | None, str, Scope | None]] = [
-    ("int8-dynamic", "avx2", "decoder", None),
-    ("int8-dynamic", "avx512_vnni", "decoder", None),
-    ("int8-dynamic", "avx2", "decoder-no-head", Scope((D,), head=False)),
-    ("int8-dynamic", "avx2", "decoder+encoder", Scope((D, E))),
-    ("int8-dynamic", "avx2", "decoder+memory_update", Scope((D, M))),
-    ("int8-dynamic", "avx2", "all", Scope(contract.GRAPH_NAMES)),
-    ("int8-dynamic", "avx2", "all+embedding", Scope(contract.GRAPH_NAMES, embedding=True)),
-    ("int8-block", None, "decoder", None),
-    ("int8-block", None, "all", Scope(contract.GRAPH_NAMES)),
-    ("int4-block", None, "decoder", None),
-    ("int4-block", None, "decoder-no-head", Scope((D,), head=False)),
-    ("int4-block", None, "all", Scope(contract.GRAPH_NAMES)),
-    ("fp16", None, "all", None),
+# (scheme, preset, label, scope, per_channel: None = the preset's)
+ROWS: list[tuple[str, str | None, str, Scope | None, bool | None]] = [
+    ("int8-dynamic", "avx2", "decoder", None, None),
+    ("int8-dynamic", "avx512_vnni", "decoder", None, None),
+    ("int8-dynamic", "avx512_vnni", "decoder, per-tensor", None, False),
+    ("int8-dynamic", "avx2", "decoder-no-head", Scope((D,), head=False), None),
+    ("int8-dynamic", "avx2", "decoder+encoder", Scope((D, E)), None),
+    ("int8-dynamic", "avx2", "decoder+memory_update", Scope((D, M)), None),
+    ("int8-dynamic", "avx2", "all", Scope(contract.GRAPH_NAMES), None),
+    ("int8-dynamic", "avx2", "all+embedding", Scope(contract.GRAPH_NAMES, embedding=True), None),
+    ("int8-block", None, "decoder", None, None),
+    ("int8-block", None, "all", Scope(contract.GRAPH_NAMES), None),
+    ("int4-block", None, "decoder", None, None),
+    ("int4-block", None, "decoder-no-head", Scope((D,), head=False), None),
+    ("int4-block", None, "all", Scope(contract.GRAPH_NAMES), None),
+    ("fp16", None, "all", None, None),
 ]
 
 
@@ -47,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rows, out = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (scheme, preset, label, scope) in enumerate(ROWS):
-            q = quantize_package(args.package, Path(tmp) / str(i), scheme, preset=preset, scope=scope).output
+        for i, (scheme, preset, label, scope, per_channel) in enumerate(ROWS):
+            q = quantize_package(
+                args.package, Path(tmp) / str(i), scheme, preset=preset, scope=scope, per_channel=per_channel
+            ).output
             r = compare_packages(
                 args.package, q, queries=DEFAULT_QUERIES * 2, speed=False, recall=True, recall_n=args.recall_n
             )

@@ -68,6 +68,7 @@ class BenchOptions:
     reference: bool = True  # PyTorch eager rows (ours, and rxlm where installed)
     quantize: str | None = DEFAULT_QUANT_SCHEME  # a scheme of rxt_edge.export.quantize, or None
     quant_preset: str | None = "auto"  # int8-dynamic only; "auto": from this CPU's instruction set
+    quant_per_tensor: bool = False  # int8-dynamic only: one weight scale per matrix instead of per channel
     workdir: Path | None = None  # keeps exported packages between runs; default: a temporary directory
     seed: int = 0
     window: int = 5  # turns averaged (median) at each end for the robust latency ratio
@@ -831,11 +832,22 @@ def _add_quantized(prep: Prepared, opts: BenchOptions, root: Path, step: Callabl
         return
     for scheme in schemes:
         preset = quant_preset(opts, scheme)
-        dest = root / f"package-{scheme}" if preset is None else root / f"package-{scheme}-{preset}"
+        per_tensor = opts.quant_per_tensor and scheme == "int8-dynamic"
+        name = "-".join(x for x in ("package", scheme, preset, "per-tensor" if per_tensor else None) if x)
+        dest = root / name
         if not (dest / "manifest.json").is_file():
-            step(f"quantizing ({scheme}{'' if preset is None else ', ' + preset})")
+            step(
+                f"quantizing ({scheme}{'' if preset is None else ', ' + preset}{', per-tensor' if per_tensor else ''})"
+            )
             try:
-                q.quantize_package(prep.package, dest, scheme, preset=preset, overwrite=True)
+                q.quantize_package(
+                    prep.package,
+                    dest,
+                    scheme,
+                    preset=preset,
+                    overwrite=True,
+                    per_channel=False if per_tensor else None,
+                )
             except Exception as e:  # noqa: BLE001 - reported, the rest of the bench still runs
                 prep.notes.append(f"quantization ({scheme}) failed: {type(e).__name__}: {e}")
                 continue
@@ -1025,6 +1037,7 @@ def run_bench(opts: BenchOptions, console=None) -> dict[str, Any]:
             "baseline": opts.baseline,
             "quantize": opts.quantize,
             "quant_preset": quant_preset(opts),
+            "quant_per_tensor": opts.quant_per_tensor,
             "seed": opts.seed,
         },
         "notes": [],
@@ -1189,9 +1202,10 @@ def _measure(report: dict[str, Any], prep: Prepared, opts: BenchOptions, bars: _
 
 
 def _package_label(manifest) -> str:
-    """ "fp32", or the quantization scheme with its preset ("int8-dynamic avx512_vnni")."""
-    preset = (manifest.quantization or {}).get("preset")
-    return manifest.precision if not preset else f"{manifest.precision} {preset}"
+    """ "fp32", or the quantization scheme with its preset ("int8-dynamic avx512_vnni", "... per-tensor")."""
+    q = manifest.quantization or {}
+    label = manifest.precision if not q.get("preset") else f"{manifest.precision} {q['preset']}"
+    return label + (" per-tensor" if q.get("per_channel") is False else "")
 
 
 def _curve(result: dict[str, Any], opts: BenchOptions) -> dict[str, Any]:

@@ -9,9 +9,17 @@ position 0: row t of the cache is position t of this call, exactly the angles th
 
 Only float32 graphs are rewritten (in float16 graphs cos/sin are cast first and the pattern does not match);
 `rxt-edge verify` checks the fused graphs against the torch model like any other.
+
+Shared-input projections -> one MatMul. Attention projects one input three times (queries, keys, values; the
+memory K/V graph twice): three small matrix products per layer, each a kernel call and, once quantized, its own
+activation quantization. Their weights are concatenated into one initializer ([K, Nq + Nk + Nv]) and a Split
+hands each consumer its columns: one larger product, the same numbers. Quantizers see one ordinary MatMul
+with a constant weight.
 """
 
 from __future__ import annotations
+
+from collections import defaultdict
 
 import numpy as np
 import onnx_ir as ir
@@ -90,3 +98,64 @@ def fuse_rope(model: ir.Model) -> int:
     if fused and MS_DOMAIN not in model.opset_imports:
         model.opset_imports[MS_DOMAIN] = 1
     return fused
+
+
+def _constant_weight(node: ir.Node) -> np.ndarray | None:
+    """The 2-D constant right operand of a plain MatMul, or None."""
+    if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx") or len(node.inputs) != 2:
+        return None
+    weight = node.inputs[1]
+    if weight is None or weight.const_value is None or len(weight.uses()) != 1:
+        return None
+    array = weight.const_value.numpy()
+    return array if array.ndim == 2 else None
+
+
+def fuse_shared_input_matmuls(model: ir.Model) -> int:
+    """Merge every group of MatMuls that read the same input with constant 2-D weights of one dtype and one
+    row count into one MatMul + Split (see the module docstring); returns how many MatMuls were removed."""
+    graph = model.graph
+    groups: dict[tuple[int, str, int], list[tuple[ir.Node, np.ndarray]]] = defaultdict(list)
+    sources: dict[int, ir.Value] = {}
+    for node in graph:  # topological order: a group's first node comes first
+        weight = _constant_weight(node)
+        if weight is not None and node.inputs[0] is not None:
+            source = node.inputs[0]
+            sources[id(source)] = source
+            groups[(id(source), str(weight.dtype), weight.shape[0])].append((node, weight))
+    removed = 0
+    for (source_id, _, _), members in groups.items():
+        if len(members) < 2:
+            continue
+        first = members[0][0]
+        widths = [w.shape[1] for _, w in members]
+        stacked = ir.Value(
+            name=f"{first.name}_fused_weight",
+            const_value=ir.tensor(
+                np.concatenate([w for _, w in members], axis=1), name=f"{first.name}_fused_weight"
+            ),
+        )
+        graph.register_initializer(stacked)
+        sizes = ir.Value(
+            name=f"{first.name}_fused_split",
+            const_value=ir.tensor(np.array(widths, dtype=np.int64), name=f"{first.name}_fused_split"),
+        )
+        graph.register_initializer(sizes)
+        product = ir.node("MatMul", [sources[source_id], stacked], name=f"{first.name}_fused")
+        split = ir.node(
+            "Split",
+            [product.outputs[0], sizes],
+            {"axis": -1},
+            num_outputs=len(members),
+            name=f"{first.name}_split",
+        )
+        graph.insert_before(first, [product, split])
+        for (node, _), part in zip(members, split.outputs, strict=True):
+            part.shape, part.type = node.outputs[0].shape, node.outputs[0].type
+            node.outputs[0].replace_all_uses_with(part, replace_graph_outputs=True)
+        for node, _ in members:
+            weight = node.inputs[1]
+            graph.remove(node, safe=True)
+            graph.initializers.pop(weight.name, None)
+        removed += len(members) - 1
+    return removed

@@ -125,7 +125,7 @@ class Attention(nn.Module):
         bias: torch.Tensor | None,
         gate_input: torch.Tensor,
     ) -> torch.Tensor:
-        """q [B, T, Hq, hd]; k, v [B, Hkv, S, hd]; bias additive, broadcastable to [B, 1, 1, T, S]."""
+        """q [B, T, Hq, hd]; k, v [B, Hkv, S, hd]; bias additive: causal [T, S] or padding [B, 1, 1, S]."""
         b, t, hq, hd = q.shape
         hkv = self.cfg.kv_heads
         if hq < hkv:  # reverse SQA: tile the whole query-head block up to the K/V head count
@@ -135,9 +135,8 @@ class Attention(nn.Module):
         # matrix product per K/V head reads K and V once for all its G query heads (no K/V repeat).
         qg = q.reshape(b, t, hkv, groups, hd).permute(0, 2, 3, 1, 4).reshape(b, hkv, groups * t, hd)
         scores = torch.matmul(qg, k.transpose(-1, -2)) * (1.0 / math.sqrt(hd))  # [B, Hkv, G*T, S]
-        if bias is not None:
-            s = scores.shape[-1]
-            scores = (scores.reshape(b, hkv, groups, t, s) + bias).reshape(b, hkv, groups * t, s)
+        if bias is not None:  # a causal [T, S] bias gets one copy per query head of the group (rows are g, t)
+            scores = scores + (bias.repeat(groups, 1) if bias.dim() == 2 else bias)
         probs = torch.softmax(scores.to(compute_dtype(q.dtype)), dim=-1).to(q.dtype)
         out = torch.matmul(probs, v).reshape(b, hkv, groups, t, hd)  # [B, Hkv, G, T, hd]
         out = out.permute(0, 3, 1, 2, 4).reshape(b, t, hkv * groups * hd)
@@ -151,9 +150,9 @@ def heads_first(x: torch.Tensor) -> torch.Tensor:  # [B, S, H, hd] -> [B, H, S, 
 
 
 def padding_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """[B, S] of 0/1 -> additive [B, 1, 1, 1, S] (-inf on padding)."""
+    """[B, S] of 0/1 -> additive [B, 1, 1, S] (-inf on padding), broadcast over heads and query rows."""
     zero = torch.zeros((), dtype=dtype)
-    return torch.where(mask[:, None, None, None, :] > 0, zero, torch.full((), float("-inf"), dtype=dtype))
+    return torch.where(mask[:, None, None, :] > 0, zero, torch.full((), float("-inf"), dtype=dtype))
 
 
 # --- Feed-forward ----------------------------------------------------------------------------------

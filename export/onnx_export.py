@@ -26,7 +26,7 @@ from rxt_edge._atomic import swap_in_directory
 from rxt_edge.manifest import Manifest, ManifestError, _created_by, sha256_file, write_manifest
 
 from .checkpoints import SourceInfo
-from .graph_fusions import fuse_rope
+from .graph_fusions import fuse_rope, fuse_shared_input_matmuls
 from .graphs import WRAPPERS, example_inputs, model_dims
 from .model import RxTModel
 
@@ -79,6 +79,7 @@ def export_graph(
         )
     if fuse:
         fuse_rope(program.model)
+        fuse_shared_input_matmuls(program.model)
     program.save(str(path), external_data=n_bytes > EXTERNAL_DATA_BYTES)
 
 
@@ -116,7 +117,8 @@ def export_package(
 ) -> Manifest:
     """Write a complete model package to `output` (atomically) and return its manifest.
 
-    `fuse`: rewrite RoPE into onnxruntime's RotaryEmbedding contrib op (export/graph_fusions.py)."""
+    `fuse`: rewrite RoPE into onnxruntime's RotaryEmbedding contrib op and merge projections of one input
+    into one MatMul (export/graph_fusions.py)."""
     if precision not in PRECISIONS:
         raise ExportError(f"precision {precision!r} is not supported; choose one of {sorted(PRECISIONS)}")
     output = Path(output)

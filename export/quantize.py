@@ -382,11 +382,13 @@ def quantize_package(
     reduce_range: bool | None = None,
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
+    per_channel: bool | None = None,
 ) -> QuantizeResult:
     """Write a quantized copy of the fp32 package `source` to `output` (atomically) and return its manifest.
 
     `preset` applies to `int8-dynamic` only (default `DEFAULT_PRESET`); `scope` overrides the measured
-    default of the scheme; `reduce_range` overrides the preset's.
+    default of the scheme; `reduce_range` and `per_channel` override the preset's (`per_channel=False`: one
+    weight scale per matrix, 7-11% faster decode on our CPU at a small cost in exactness, docs/quantization.md).
     """
     if scheme not in SCHEMES:
         raise QuantizeError(f"scheme: {scheme!r} is not supported; choose one of {list(SCHEMES)}")
@@ -397,8 +399,12 @@ def quantize_package(
     elif preset is not None:
         raise QuantizeError(f"preset: presets apply to int8-dynamic only, not to {scheme}")
     dyn = DYNAMIC_PRESETS[preset] if preset else None
+    if dyn is None and per_channel is not None:
+        raise QuantizeError(f"per-channel / per-tensor weights apply to int8-dynamic only, not to {scheme}")
     if dyn is not None and reduce_range is not None:
         dyn = replace(dyn, reduce_range=bool(reduce_range))
+    if dyn is not None and per_channel is not None:
+        dyn = replace(dyn, per_channel=bool(per_channel))
     scope = scope or DEFAULT_SCOPES[scheme]
     _check_scope(scope, scheme)
 

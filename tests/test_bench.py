@@ -28,7 +28,7 @@ def bench_run(tmp_path_factory):
         "bench", "--config", "tiny", "--turns", str(TURNS), "--query-tokens", str(QUERY),
         "--answer-tokens", str(ANSWER), "--typing-delays", ",".join(map(str, DELAYS)), "--speed-turns", "2",
         "--update-turns", "3", "--baseline", "both", "--threads", "1", "--workdir", str(out / "work"),
-        "--quantize", "int8-dynamic,int4-block",
+        "--quantize", "int8-dynamic,int4-block", "--per-tensor",
         "--json", str(out / "report.json"), "--markdown", str(out / "report.md"),
     ]  # fmt: skip
     if plot_available():
@@ -93,11 +93,13 @@ def test_speed_rows_and_reference(bench_run):
 
 
 def test_quantized_rows_read_fewer_weight_bytes(bench_run):
-    """One row per --quantize scheme, in order, each from its own package."""
+    """One row per --quantize scheme, in order, each from its own package (--per-tensor: the int8-dynamic one)."""
     report, _, _ = bench_run
     rows = report["speed"]["runtime"]
     assert [r["package"].split(" ")[0] for r in rows] == ["fp32", "int8-dynamic", "int4-block"]
     assert len({r["package"] for r in rows}) == 3
+    assert rows[1]["package"].endswith(" per-tensor") and report["settings"]["quant_per_tensor"] is True
+    assert "per-tensor" not in rows[2]["package"]  # int8-dynamic rows only
     fp32, int8, int4 = (r["decoder_weight_bytes_per_token"] for r in rows)
     assert int4 < int8 < fp32
 

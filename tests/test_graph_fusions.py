@@ -1,5 +1,6 @@
-"""RoPE fused into com.microsoft.RotaryEmbedding at export (export/graph_fusions.py): every interleaved RoPE is
-rewritten, and the fused package answers exactly as the unfused one (standard ONNX ops, `--no-fuse`)."""
+"""Export-time rewrites (export/graph_fusions.py): every interleaved RoPE becomes com.microsoft.RotaryEmbedding,
+projections of one input become one MatMul, and the fused package answers exactly as the unfused one (standard
+ONNX ops, `--no-fuse`)."""
 
 from __future__ import annotations
 
@@ -58,6 +59,29 @@ def test_every_rope_is_fused(tiny_package: Path, unfused_package: Path) -> None:
         assert _pair_swap_matmuls(tiny_package / f"{graph}.onnx") == 0, graph
     assert _pair_swap_matmuls(unfused_package / "decoder.onnx") == ropes
     assert not any(n.domain for n in _ops(unfused_package / "decoder.onnx"))
+
+
+def _weight_matmuls_by_input(path: Path) -> dict[str, int]:
+    model = onnx.load(str(path), load_external_data=False)
+    weights = {t.name for t in model.graph.initializer}
+    counts: dict[str, int] = {}
+    for n in model.graph.node:
+        if n.op_type == "MatMul" and n.input[1] in weights:
+            counts[n.input[0]] = counts.get(n.input[0], 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("graph", ["decoder", "encoder", "memory_update", "memory_kv"])
+def test_projections_of_one_input_are_one_matmul(
+    tiny_package: Path, unfused_package: Path, graph: str
+) -> None:
+    fused = _weight_matmuls_by_input(tiny_package / f"{graph}.onnx")
+    plain = _weight_matmuls_by_input(unfused_package / f"{graph}.onnx")
+    shared = [name for name, count in plain.items() if count >= 2]  # queries/keys/values (or keys/values)
+    assert shared and set(fused.values()) == {1}
+    assert all(fused.get(name) == 1 for name in shared)
+    splits = sum(n.op_type == "Split" for n in _ops(tiny_package / f"{graph}.onnx"))
+    assert splits >= len(shared)
 
 
 def test_fused_package_answers_as_the_unfused(tiny_package: Path, unfused_package: Path) -> None:
