@@ -117,4 +117,7 @@ def test_two_processes_under_torchrun_train_one_model(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["steps_done"] == 3
+    assert metrics["command"].startswith(
+        "torchrun --nproc-per-node 2 models/demo/recipe/train_demo.py --device cpu"
+    )
     assert done.stdout.count("wrote ") == 1  # only rank 0 evaluates and writes

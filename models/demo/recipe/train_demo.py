@@ -978,7 +978,8 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copyfile(args.tokenizer, out / "tokenizer.model")
     metrics = {
         "command": " ".join(
-            ["python", "models/demo/recipe/train_demo.py", *(sys.argv[1:] if argv is None else argv)]
+            (["torchrun", f"--nproc-per-node {world}"] if world > 1 else ["python"])
+            + ["models/demo/recipe/train_demo.py", *(sys.argv[1:] if argv is None else argv)]
         ),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "parameters": n_params,
