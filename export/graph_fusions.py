@@ -125,8 +125,8 @@ def fuse_shared_input_matmuls(model: ir.Model) -> int:
             groups[(id(source), str(weight.dtype), weight.shape[0])].append((node, weight))
     removed = 0
     for (source_id, _, _), members in groups.items():
-        if len(members) < 2:
-            continue
+        if len(members) < 2 or any(node.outputs[0].is_graph_output() for node, _ in members):
+            continue  # a graph output keeps its producer (its name is part of the contract)
         first = members[0][0]
         widths = [w.shape[1] for _, w in members]
         stacked = ir.Value(
@@ -152,7 +152,7 @@ def fuse_shared_input_matmuls(model: ir.Model) -> int:
         graph.insert_before(first, [product, split])
         for (node, _), part in zip(members, split.outputs, strict=True):
             part.shape, part.type = node.outputs[0].shape, node.outputs[0].type
-            node.outputs[0].replace_all_uses_with(part, replace_graph_outputs=True)
+            node.outputs[0].replace_all_uses_with(part)
         for node, _ in members:
             weight = node.inputs[1]
             graph.remove(node, safe=True)
