@@ -115,16 +115,13 @@ def fuse_shared_input_matmuls(model: ir.Model) -> int:
     """Merge every group of MatMuls that read the same input with constant 2-D weights of one dtype and one
     row count into one MatMul + Split (see the module docstring); returns how many MatMuls were removed."""
     graph = model.graph
-    groups: dict[tuple[int, str, int], list[tuple[ir.Node, np.ndarray]]] = defaultdict(list)
-    sources: dict[int, ir.Value] = {}
+    groups: dict[tuple[ir.Value, str, int], list[tuple[ir.Node, np.ndarray]]] = defaultdict(list)
     for node in graph:  # topological order: a group's first node comes first
         weight = _constant_weight(node)
-        if weight is not None and node.inputs[0] is not None:
-            source = node.inputs[0]
-            sources[id(source)] = source
-            groups[(id(source), str(weight.dtype), weight.shape[0])].append((node, weight))
+        if weight is not None and node.inputs[0] is not None:  # ir.Value hashes by identity
+            groups[(node.inputs[0], str(weight.dtype), weight.shape[0])].append((node, weight))
     removed = 0
-    for (source_id, _, _), members in groups.items():
+    for (source, _, _), members in groups.items():
         if len(members) < 2 or any(node.outputs[0].is_graph_output() for node, _ in members):
             continue  # a graph output keeps its producer (its name is part of the contract)
         first = members[0][0]
@@ -141,7 +138,7 @@ def fuse_shared_input_matmuls(model: ir.Model) -> int:
             const_value=ir.tensor(np.array(widths, dtype=np.int64), name=f"{first.name}_fused_split"),
         )
         graph.register_initializer(sizes)
-        product = ir.node("MatMul", [sources[source_id], stacked], name=f"{first.name}_fused")
+        product = ir.node("MatMul", [source, stacked], name=f"{first.name}_fused")
         split = ir.node(
             "Split",
             [product.outputs[0], sizes],

@@ -296,58 +296,34 @@ _VALUE_RE = re.compile(
 )
 
 
-def _char_chains(order: int = 2) -> dict[str, dict[str, list[str]]]:
-    """Per pool, an order-2 character Markov chain over its *train* values: stand-ins that look like the
-    pool's words ("Marek" -> "Marina") are spelled with the same kind of pieces as held-out values."""
-    chains: dict[str, dict[str, list[str]]] = {}
-    for pool in dd.POOLS:
-        chain: dict[str, list[str]] = {}
-        for v in dd.pool_values(pool, "train"):
-            padded = "^" * order + v.lower() + "$"
-            for i in range(order, len(padded)):
-                chain.setdefault(padded[i - order : i], []).append(padded[i])
-        chains[pool] = chain
-    return chains
-
-
-_CHAINS = _char_chains()
-
-
-def _letter_chain() -> dict[str, list[str]]:
-    """One order-1 character chain over the train values of every word pool: stand-ins spelled with letter
-    pairs from any pool ("colours" get job-like and city-like spellings), so no pool's few words shape them."""
+def _chain(words: list[str], order: int) -> dict[str, list[str]]:
+    """A character Markov chain of `order` over `words` (lowercased; "^" pads the start, "$" ends a word)."""
     chain: dict[str, list[str]] = {}
-    for pool in dd.POOLS:
-        for v in dd.pool_values(pool, "train"):
-            if not v.isdigit():
-                padded = "^" + v.lower() + "$"
-                for a, b in zip(padded, padded[1:], strict=False):
-                    chain.setdefault(a, []).append(b)
+    for w in words:
+        padded = "^" * order + w.lower() + "$"
+        for i in range(order, len(padded)):
+            chain.setdefault(padded[i - order : i], []).append(padded[i])
     return chain
 
 
-_LETTERS = _letter_chain()
-
-
-def _letter_word(rng: random.Random) -> str:
-    out, ctx = "", "^"
-    while len(out) < 10:
-        nxt = rng.choice(_LETTERS[ctx])
-        if nxt == "$":
-            break
-        out, ctx = out + nxt, nxt
-    return out
-
-
-def _markov_word(pool: str, rng: random.Random, order: int = 2) -> str:
-    chain, ctx, out = _CHAINS[pool], "^" * order, ""
-    while len(out) < 12:
+def _walk(chain: dict[str, list[str]], order: int, max_len: int, rng: random.Random) -> str:
+    """A random word from `chain`: follow it from the start until "$" or `max_len` letters."""
+    ctx, out = "^" * order, ""
+    while len(out) < max_len:
         nxt = rng.choice(chain[ctx])
         if nxt == "$":
             break
         out += nxt
         ctx = ctx[1:] + nxt
     return out
+
+
+# Per pool, an order-2 chain over its *train* values: stand-ins that look like the pool's words ("Marek" ->
+# "Marina") are spelled with the same kind of pieces as held-out values.
+_CHAINS = {pool: _chain(list(dd.pool_values(pool, "train")), 2) for pool in dd.POOLS}
+# One order-1 chain over the train values of every word pool (`--letters`): letter pairs from any pool ("colours"
+# get job-like and city-like spellings), so no pool's few words shape the stand-ins.
+_LETTERS = _chain([v for pool in dd.POOLS for v in dd.pool_values(pool, "train") if not v.isdigit()], 1)
 
 
 def _syllable_word(original: str, rng: random.Random) -> str:
@@ -371,9 +347,9 @@ def pseudo_value(original: str, rng: random.Random, taken: set[str], letters: fl
             word = str(rng.randint(100, 999)) if rng.random() < 0.5 else str(rng.randint(21, 99))
         else:
             if letters and rng.random() < letters:
-                word = _letter_word(rng)
+                word = _walk(_LETTERS, 1, 10, rng)
             elif pool and rng.random() < 0.5:
-                word = _markov_word(pool, rng)
+                word = _walk(_CHAINS[pool], 2, 12, rng)
             else:
                 word = _syllable_word(original, rng)
             if (word[:1] in "aeiou") != (original[0].lower() in "aeiou"):
