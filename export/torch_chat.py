@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from rxt_edge import contract
+
 from .model import RxTModel
 
 
@@ -17,13 +19,15 @@ class TorchTurn:
     prompt: list[int]
     answer: list[int]
     step_logits: list[torch.Tensor] = field(default_factory=list)  # [V] per decoder call (prefill first)
+    ended: bool = False  # the model chose [EOS]; else the answer was cut at the budget
 
     @property
     def interaction(self) -> list[int]:
         return self.prompt + self.answer
 
-    def with_eos(self, eos: int) -> list[int]:
-        return self.prompt + self.answer + [eos]
+    def for_memory(self, special: dict[str, int]) -> list[int]:
+        """What the memory update reads: the runtime's rule, `rxt_edge.contract.turn_interaction`."""
+        return contract.turn_interaction(special, self.prompt, self.answer, self.ended)
 
 
 class TorchConversation:
@@ -37,8 +41,8 @@ class TorchConversation:
         """Greedy answer; with `forced`, feed those tokens instead (teacher forcing) and record logits."""
         m, sp = self.model, self.sp
         limit = m.cfg.decoder.max_seq_len
-        prompt = [sp["bos"], sp["query"], *query, sp["answer"]]
-        budget = min(max_new_tokens, limit - len(prompt) - 1)
+        prompt = contract.turn_prompt(sp, query)
+        budget = contract.answer_budget(max_new_tokens, len(prompt), limit)
         mem_k, mem_v = m.memory_kv(self.stm)
         past_k, past_v = m.empty_cache()
         turn = TorchTurn(prompt, [])
@@ -55,6 +59,7 @@ class TorchConversation:
             else:
                 token = int(logits[0].argmax())
                 if token == sp["eos"]:
+                    turn.ended = True
                     break
             turn.answer.append(token)
             if len(turn.answer) >= budget:
@@ -64,7 +69,7 @@ class TorchConversation:
 
     @torch.no_grad()
     def update(self, interaction: list[int]) -> torch.Tensor:
-        """Encoder + memory attention over the full interaction (with [EOS]); returns the encoded data."""
+        """Encoder + memory attention over one interaction (`TorchTurn.for_memory`); returns the encoded data."""
         ids = torch.tensor([interaction])
         mask = torch.ones_like(ids)
         encoded = self.model.encoder(ids, mask)
@@ -73,5 +78,5 @@ class TorchConversation:
 
     def say(self, query: list[int], max_new_tokens: int = 32) -> list[int]:
         turn = self.generate(query, max_new_tokens)
-        self.update(turn.with_eos(self.sp["eos"]))
+        self.update(turn.for_memory(self.sp))
         return turn.answer

@@ -15,12 +15,14 @@ __all__ = [
     "Conversation",
     "ConversationBusyError",
     "EmptyQueryError",
+    "GenerationConfig",
     "ManifestError",
     "MemoryUpdateError",
     "PromptTooLongError",
     "ProviderUnavailableError",
     "RxTSession",
     "SamplingConfig",
+    "SessionClosedError",
     "SnapshotError",
     "TurnStats",
 ]
@@ -35,7 +37,9 @@ _LAZY = {
     "TurnStats": "conversation",
     "ManifestError": "manifest",
     "SamplingConfig": "sampling",
+    "GenerationConfig": "sampling",
     "SnapshotError": "snapshot",
+    "SessionClosedError": "engine",
     "ProviderUnavailableError": "runtimes.providers",
 }
 
@@ -48,9 +52,10 @@ if TYPE_CHECKING:  # pragma: no cover
         PromptTooLongError,
         TurnStats,
     )
+    from .engine import SessionClosedError
     from .manifest import ManifestError
     from .runtimes.providers import ProviderUnavailableError
-    from .sampling import SamplingConfig
+    from .sampling import GenerationConfig, SamplingConfig
     from .session import RxTSession
     from .snapshot import SnapshotError
 

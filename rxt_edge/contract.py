@@ -121,3 +121,49 @@ def graph_io(
     if graph == MEMORY_KV:
         return [stm], _memory_kv_specs(d, f)
     raise ValueError(f"unknown graph {graph!r}; expected one of {GRAPH_NAMES}")
+
+
+# --- the turn template ------------------------------------------------------------------------------------
+# One turn is `[BOS][Q] query [A] answer [EOS]`; the decoder sees the prompt part, the encoder and memory update
+# the whole interaction. A system prompt is `[BOS][internal] text [EOS]` (`[BOS] text [EOS]` without an
+# internal token). Every component (runtime, exporter's torch chat, benchmarks, verify) builds turns from here.
+
+PROMPT_OVERHEAD = 3  # [BOS] [Q] ... [A]
+TURN_OVERHEAD = PROMPT_OVERHEAD + 2  # + at least one answer token + [EOS]
+
+
+def turn_prompt(special: dict[str, int], query: list[int]) -> list[int]:
+    """`[BOS][Q] query [A]`: what the decoder prefills."""
+    return [special["bos"], special["query"], *query, special["answer"]]
+
+
+def turn_interaction(
+    special: dict[str, int], prompt: list[int], answer: list[int], ended: bool = True
+) -> list[int]:
+    """What the encoder and memory update read once the turn is over: `prompt answer [EOS]` when the model
+    ended its answer, `prompt answer` when the answer was cut at the length limit (as rxlm's `interact()`
+    writes it: the memory sees exactly the tokens that were generated)."""
+    return [*prompt, *answer, special["eos"]] if ended else [*prompt, *answer]
+
+
+def system_prompt_head(special: dict[str, int]) -> list[int]:
+    return [special["bos"], special["internal"]] if "internal" in special else [special["bos"]]
+
+
+def system_interaction(special: dict[str, int], text_ids: list[int]) -> list[int]:
+    """`[BOS][internal] text [EOS]`: a system prompt written into the memory."""
+    return [*system_prompt_head(special), *text_ids, special["eos"]]
+
+
+def max_query_tokens(max_seq_len: int) -> int:
+    """The longest query one turn takes: the template and at least one answer token must fit too."""
+    return max_seq_len - TURN_OVERHEAD
+
+
+def max_system_tokens(special: dict[str, int], max_seq_len: int) -> int:
+    return max_seq_len - len(system_prompt_head(special)) - 1
+
+
+def answer_budget(max_new_tokens: int, prompt_len: int, max_seq_len: int) -> int:
+    """How many answer tokens fit after a prompt: [EOS] must still fit in the interaction."""
+    return min(max_new_tokens, max_seq_len - prompt_len - 1)

@@ -1,15 +1,28 @@
 """One conversation: its STM on the device, the turn loop, and the memory update off the user's path.
 
-A turn: prompt `[BOS][Q] query [A]` -> decoder prefill, then one token per step until `[EOS]` or the limit.
+A turn leases a decode slot from the engine (`contract.turn_prompt` -> `slot.prefill`, then one `slot.step`
+per token until `[EOS]` or the limit) and gives it back; the conversation itself holds only its STM state.
 When the answer is complete, the encoder and memory-update graphs run on a background thread over
-`[BOS][Q] query [A] answer [EOS]` and write the *spare* STM buffers; the buffers swap only when the update
+`[BOS][Q] query [A] answer [EOS]` (no `[EOS]` after an answer cut at the limit, as rxlm writes it:
+`contract.turn_interaction`) and write the *spare* STM buffers; the buffers swap only when the update
 succeeded. The next turn waits for a pending update only if it is still running.
 
 Interruption policy: a turn that does not complete (Ctrl-C, an exception, the caller abandoning the stream) is
 dropped: it is not written to memory and the STM stays exactly as it was before the turn. A failed memory update
 also leaves the previous STM in place; its error is raised once, by the next `wait_memory()` or turn.
 STM writes (memory updates, `set_stm`) are serialized per conversation and swap in only when complete, so the
-STM is always either the old or the new one, never a mix.
+STM is always either the old or the new one, never a mix. A turn is all or nothing whatever interrupts it, Ctrl-C
+included: it counts (`turns`) exactly when its memory update was queued, and both happen in one step
+(`_commit`); `reset()` swaps the STM and zeroes `turns` in one step too. Ctrl-C lands only where the
+interpreter checks for signals (a function's entry, after a call returns), so these steps are single stores or
+one C call, and the turn lock is held by a `with` block, never by an acquire/release pair a signal could split.
+
+State changes during an open turn: `reset`, `set_stm`, `set_system_prompt`, `remember` and `save` take the
+turn lock. From another thread they wait until the turn is over (serialised); from the thread that holds an
+open stream of this conversation (started, neither finished nor closed) they raise ConversationBusyError,
+as a second turn does: the stream's answer was computed from the memory it started with, and would otherwise
+be written into the new one. On a closed session (`RxTSession.close()`), a turn or memory write raises
+SessionClosedError before anything runs, and nothing counts.
 
 Input policy: a query with no content (empty or whitespace-only text, an empty id list; likewise an empty
 system prompt) raises EmptyQueryError, and one longer than a turn allows raises PromptTooLongError (unless
@@ -32,13 +45,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import contract
-from .engine import KVCache, StateBuffers
-from .sampling import SamplingConfig, sample_next
-from .snapshot import save_snapshot
+from .sampling import GenerationConfig, SamplingConfig, sample_next
+from .snapshot import check_turns, save_snapshot
 from .tokenizer import DecodeStream, clean_text
 
 if TYPE_CHECKING:
-    from .session import RxTSession
+    from .engine import Engine, MemoryState
 
 
 class PromptTooLongError(ValueError):
@@ -74,18 +86,13 @@ class TurnStats:
 
 
 class Conversation:
-    def __init__(self, session: RxTSession, stm: np.ndarray | None = None):
-        self.session = session
-        pkg, d = session.package, session.dims
-        self._special = pkg.manifest.special_tokens
-        self._state = StateBuffers(d, session.buffers)
-        self._cache = KVCache(session.buffers, d.decoder_layers, d.max_seq_len, d.self_kv_heads, d.head_dim)
-        self._logits = np.zeros((1, d.vocab_size), dtype=pkg.float_dtype)
-        self._ids = np.zeros((1, d.max_seq_len), dtype=np.int64)
-        self._decoder = session.graphs.binding(contract.DECODER)
-        self._decoder.bind_output(
-            "logits", "cpu", 0, self._logits.dtype, list(self._logits.shape), self._logits.ctypes.data
-        )
+    """One conversation's STM on the device and its turns; made by `RxTSession.conversation()`."""
+
+    def __init__(self, engine: Engine, stm: np.ndarray | None = None, turns: int = 0):
+        engine.check_open()
+        self.engine = engine
+        self._special = engine.special
+        self._state = engine.new_memory()
         self._turn_owner: int | None = None
         self._turn_lock = threading.Lock()
         self._memory_lock = threading.Lock()  # one STM write (spare buffers + swap) at a time
@@ -93,29 +100,33 @@ class Conversation:
         self.turns = 0
         self.last_stats = TurnStats()
         self.last_update_s = 0.0
-        self.set_stm(pkg.initial_stm if stm is None else stm)
+        self._install(engine.package.initial_stm if stm is None else stm, check_turns(turns))
 
     # --- memory ---------------------------------------------------------------------------------------
     def set_stm(self, stm: np.ndarray) -> None:
-        """Replace the STM (shape [L, 1, S, D]) and project its cross-attention K/V once."""
+        """Replace the STM (shape [L, 1, S, D]) and project its cross-attention K/V once (`turns` is kept)."""
+        self._refuse_in_open_turn("set the STM")
+        with self._turn_lock:
+            self._install(stm, self.turns)
+
+    def _install(self, stm: np.ndarray, turns: int) -> None:
+        """The STM and turn count, swapped in together (caller holds the turn lock or owns the object)."""
         self.wait_memory(raise_errors=False)
         stm = np.asarray(stm)
-        expected = self.session.package.stm_shape
+        expected = self.engine.package.stm_shape
         if stm.shape != expected:
             raise ValueError(f"STM shape {stm.shape} does not match the model's {expected}")
         if not np.isfinite(stm).all():
             raise ValueError("STM contains NaN or Inf")
+        self.engine.check_open()
         with self._memory_lock:
-            spare = self._state.spare
-            # Copy into the preallocated spare buffer: an OrtValue made from the array would alias it on the CPU,
-            # and later updates (which write the spare buffer) would overwrite the caller's array or the initial STM.
-            self._state.stm[spare].update_inplace(np.ascontiguousarray(stm, self.session.buffers.dtype))
-            g = self.session.graphs
-            b = g.binding(contract.MEMORY_KV)
-            b.bind_ortvalue_input("stm", self._state.stm[spare])
-            self._state.bind_kv_outputs(b, spare)
-            g.run(contract.MEMORY_KV, b)
-            self._state.active = spare
+            try:
+                spare = self.engine.stage_stm(self._state, stm)
+            except Exception as e:
+                raise MemoryUpdateError(
+                    f"writing the STM failed; the memory is unchanged: {type(e).__name__}: {e}"
+                ) from e
+            self._state.active, self.turns = spare, turns  # one step: no Ctrl-C between the two
 
     def stm(self) -> np.ndarray:
         """A host copy of the current STM [L, 1, S, D] (waits for a pending update)."""
@@ -144,87 +155,126 @@ class Conversation:
         self._pending = None
 
     @property
+    def memory(self) -> MemoryState:
+        """This conversation's device-side STM and its K/V (double-buffered; read them, do not write them):
+        what a decode slot reads (`engine.lease_slot(conv.memory)`) and where tools check device placement."""
+        return self._state
+
+    @property
     def memory_update_running(self) -> bool:
         return self._pending is not None and not self._pending.done()
 
-    def _update_memory(self, interaction: list[int]) -> None:
-        """Encoder + memory update into the spare buffers; swap on success (runs on the worker thread)."""
+    def _update_memory(self, interaction: list[int], count: int = 0) -> None:
+        """Encoder + memory update into the spare buffers; on success swap them in and add `count` to `turns`,
+        in one step (a turn's background update counts 0: the turn was counted when it was queued)."""
         with self._memory_lock:
-            self._write_spare_and_swap(interaction)
+            started = time.perf_counter()
+            spare = self.engine.update_memory(self._state, interaction, swap=False)
+            if count:  # (on the caller's thread; a worker never writes `turns`)
+                self._state.active, self.turns = spare, self.turns + count  # no Ctrl-C between the two
+            else:
+                self._state.active = spare
+            self.last_update_s = time.perf_counter() - started
 
-    def _write_spare_and_swap(self, interaction: list[int]) -> None:
-        started = time.perf_counter()
-        g, state = self.session.graphs, self._state
-        ids = np.asarray([interaction], dtype=np.int64)
-        mask = np.ones_like(ids)
-        enc = g.binding(contract.ENCODER)
-        enc.bind_cpu_input("input_ids", ids)
-        enc.bind_cpu_input("attention_mask", mask)
-        enc.bind_output("encoded", self.session.buffers.device, self.session.buffers.device_id)
-        g.run(contract.ENCODER, enc)
-        encoded = enc.get_outputs()[0]
-        upd = g.binding(contract.MEMORY_UPDATE)
-        upd.bind_ortvalue_input("stm", state.stm[state.active])
-        upd.bind_ortvalue_input("encoded", encoded)
-        upd.bind_cpu_input("attention_mask", mask)
-        spare = state.spare
-        upd.bind_ortvalue_output("new_stm", state.stm[spare])
-        state.bind_kv_outputs(upd, spare)
-        g.run(contract.MEMORY_UPDATE, upd)
-        state.active = spare  # the only mutation, after every write succeeded
-        self.last_update_s = time.perf_counter() - started
-
-    def _write_memory_sync(self, interaction: list[int]) -> None:
+    def _write_memory_sync(self, interaction: list[int], count: int = 0) -> None:
+        """A memory update on the caller's thread; `turns` grows by `count` in the step that swaps it in.
+        Graph failures are MemoryUpdateError, as for background updates (the STM is unchanged)."""
         self.wait_memory()
-        self._update_memory(interaction)
+        self.engine.check_open()
+        try:
+            self._update_memory(interaction, count)
+        except Exception as e:
+            raise MemoryUpdateError(
+                f"the memory update failed; the memory is unchanged: {type(e).__name__}: {e}"
+            ) from e
 
     # --- turns ----------------------------------------------------------------------------------------
-    def _step(self, tokens: Sequence[int], past: int) -> np.ndarray:
-        """Run the decoder on `tokens` at positions past.. and return the last position's logits."""
-        n = len(tokens)
-        self._ids[0, :n] = tokens
-        self._decoder.bind_input("input_ids", "cpu", 0, np.int64, [1, n], self._ids.ctypes.data)
-        self._cache.bind(self._decoder, past, n)
-        self.session.graphs.run(contract.DECODER, self._decoder)
-        return self._logits[0]
-
-    def _enter_turn(self) -> None:
-        me = threading.get_ident()
-        if self._turn_owner == me:
+    def _refuse_in_open_turn(self, what: str) -> None:
+        """A turn's lock is held while its stream is open; the same thread taking it again would deadlock."""
+        if self._turn_owner == threading.get_ident() and self._turn_lock.locked():
             raise ConversationBusyError(
-                "a turn of this conversation is still being generated; finish or close it first"
+                f"cannot {what}: a turn of this conversation is still being generated in this thread; "
+                "finish or close its stream first"
             )
-        self._turn_lock.acquire()
-        self._turn_owner = me
-
-    def _leave_turn(self) -> None:
-        self._turn_owner = None
-        self._turn_lock.release()
 
     def generate_ids(
         self,
         query_ids: Sequence[int],
-        max_new_tokens: int = 128,
+        max_new_tokens: int | None = None,
         sampling: SamplingConfig | None = None,
-        seed: int | None = None,
-        truncate: bool = False,
+        *,
+        config: GenerationConfig | None = None,
+        **options,
     ) -> Iterator[int]:
-        """Yield the answer's token ids (without [EOS]); schedule the memory update once the answer is complete."""
-        self._enter_turn()
-        try:
-            yield from self._turn(
-                list(query_ids), max_new_tokens, sampling or SamplingConfig(temperature=0.0), seed, truncate
-            )
-        finally:
-            self._leave_turn()
+        """Yield the answer's token ids (without [EOS]); schedule the memory update once the answer is complete.
 
-    def _turn(
-        self, query: list[int], max_new: int, cfg: SamplingConfig, seed: int | None, truncate: bool
-    ) -> Iterator[int]:
-        sp, limit = self._special, self.session.dims.max_seq_len
+        `config` (or the `GenerationConfig` fields as keywords, which override it) says how to generate;
+        `sampling` overrides its sampling fields."""
+        cfg = _generation(config, max_new_tokens, sampling, options)
+        yield from self._generate(query_ids, cfg, self.engine.dims.vocab_size)
+
+    def _generate(self, query_ids: Sequence[int], cfg: GenerationConfig, vocab: int) -> Iterator[int]:
+        """One turn under the turn lock; the answer uses ids below `vocab` only."""
+        self._refuse_in_open_turn("start a turn")
+        with self._turn_lock:  # `with`: no point between acquiring and the block where a signal could land
+            try:
+                self._turn_owner = threading.get_ident()
+                yield from self._turn(list(query_ids), cfg, vocab)
+            finally:
+                self._turn_owner = None
+
+    def _turn(self, query: list[int], cfg: GenerationConfig, vocab: int) -> Iterator[int]:
+        sp, limit = self._special, self.engine.dims.max_seq_len
+        query = self._checked_query(query, cfg.truncate)
+        self.engine.check_open()
+        stats = TurnStats(update_was_running=self.memory_update_running)
+        started = time.perf_counter()
+        self.wait_memory()
+        stats.update_wait_s = time.perf_counter() - started
+        prompt = contract.turn_prompt(sp, query)
+        budget = contract.answer_budget(cfg.max_new_tokens, len(prompt), limit)
+        sampling, rng, eos = cfg.sampling, np.random.default_rng(cfg.seed), sp["eos"]
+        answer: list[int] = []
+        ended = False  # the model chose [EOS] (else the answer was cut at the budget)
+        stats.prompt_tokens = len(prompt)
+        self.last_stats = stats
+        with self.engine.lease_slot(self._state) as slot:
+            logits = slot.prefill(prompt)
+            while True:
+                if cfg.ignore_eos:
+                    logits[eos] = -np.inf
+                logits[vocab:] = -np.inf  # ids past the tokenizer (a padded model vocabulary) have no text
+                token = sample_next(logits, sampling, rng, answer)
+                if token == eos:
+                    ended = True
+                    break
+                answer.append(token)
+                if len(answer) == 1:
+                    stats.time_to_first_token_s = time.perf_counter() - started
+                stats.answer_tokens = len(answer)
+                stats.total_s = time.perf_counter() - started
+                yield token
+                if len(answer) >= budget:
+                    break
+                logits = slot.step(token)
+        stats.total_s = time.perf_counter() - started
+        self._commit(contract.turn_interaction(sp, prompt, answer, ended), stats)
+
+    def _commit(self, interaction: list[int], stats: TurnStats) -> None:
+        """Queue the memory update and count the turn, as one step: between recording the update and the
+        C-level `put` that queues it there is no point where Ctrl-C can land (see the module docstring)."""
+        job = (Future(), self._update_memory, (interaction,))
+        with self.engine.commit_lock:
+            self.engine.check_open()
+            self._pending, self.turns, stats.completed = job[0], self.turns + 1, True
+            self.engine.jobs.put(job)
+
+    def _checked_query(self, query: list[int], truncate: bool) -> list[int]:
+        """Non-empty, within the turn limit (or its end kept), plain ints inside the vocabulary."""
         if not query:
             raise EmptyQueryError("the query is empty (no token ids); nothing to answer")
-        room = limit - 5  # [BOS][Q] ... [A] + at least one answer token + [EOS]
+        limit = self.engine.dims.max_seq_len
+        room = contract.max_query_tokens(limit)
         if len(query) > room:
             if not truncate:
                 raise PromptTooLongError(
@@ -232,46 +282,9 @@ class Conversation:
                     f"(max_seq_len {limit}); shorten it or pass truncate=True"
                 )
             query = query[-room:]
-        query = self._checked_ids(query)
-        if max_new < 1:
-            raise ValueError("max_new_tokens must be at least 1")
-        stats = TurnStats(update_was_running=self.memory_update_running)
-        started = time.perf_counter()
-        self.wait_memory()
-        stats.update_wait_s = time.perf_counter() - started
-        prompt = [sp["bos"], sp["query"], *query, sp["answer"]]
-        budget = min(max_new, limit - len(prompt) - 1)
-        self._decoder.clear_binding_inputs()
-        self._state.bind_kv_inputs(self._decoder, self._state.active)
-        rng = np.random.default_rng(seed)
-        answer: list[int] = []
-        stats.prompt_tokens = len(prompt)
-        self.last_stats = stats
-        logits = self._step(prompt, 0)
-        while True:
-            token = sample_next(logits, cfg, rng, answer)
-            if token == sp["eos"]:
-                break
-            answer.append(token)
-            if len(answer) == 1:
-                stats.time_to_first_token_s = time.perf_counter() - started
-            stats.answer_tokens = len(answer)
-            stats.total_s = time.perf_counter() - started
-            yield token
-            if len(answer) >= budget:
-                break
-            logits = self._step([token], len(prompt) + len(answer) - 1)
-        stats.total_s = time.perf_counter() - started
-        stats.completed = True
-        self.turns += 1
-        interaction = prompt + answer + [sp["eos"]]
-        self._pending = self.session.submit(self._update_memory, interaction)
-
-    def _checked_ids(self, ids: list[int]) -> list[int]:
-        """Plain ints inside the vocabulary (an out-of-range id would index past the embedding table)."""
-        vocab = self.session.dims.vocab_size
+        vocab = self.engine.dims.vocab_size
         out = []
-        for pos, i in enumerate(ids):
+        for pos, i in enumerate(query):
             try:
                 i = operator.index(i)
             except TypeError:
@@ -284,70 +297,109 @@ class Conversation:
         return out
 
     def interact_ids(
-        self, query_ids: Sequence[int], max_new_tokens: int = 128, temperature: float = 0.0, **kw
+        self, query_ids: Sequence[int], max_new_tokens: int | None = None, **options
     ) -> list[int]:
         """The whole answer as token ids (the query's own tokens in; the turn template is added here)."""
-        cfg = SamplingConfig(
-            temperature=temperature,
-            **{k: kw.pop(k) for k in list(kw) if k in SamplingConfig.__dataclass_fields__},
-        )
-        return list(self.generate_ids(query_ids, max_new_tokens, cfg, **kw))
+        return list(self.generate_ids(query_ids, max_new_tokens, **options))
 
     def stream(
         self,
         text: str | bytes,
-        max_new_tokens: int = 128,
-        temperature: float = 0.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        repetition_penalty: float = 1.0,
-        seed: int | None = None,
-        truncate: bool = False,
+        max_new_tokens: int | None = None,
+        *,
+        config: GenerationConfig | None = None,
+        **options,
     ) -> Iterator[str]:
-        """Yield the answer as text pieces while it is generated."""
-        tok = self.session.package.tokenizer
-        cfg = SamplingConfig(
-            temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty
-        )
+        """Yield the answer as text pieces while it is generated (options: the `GenerationConfig` fields)."""
+        cfg = _generation(config, max_new_tokens, None, options)
+        tok = self.engine.package.tokenizer
         decoder = DecodeStream(tok)
         if not clean_text(text).strip():
             raise EmptyQueryError("the query is empty or only whitespace; nothing to answer")
-        ids = tok.encode(text)
-        for token in self.generate_ids(ids, max_new_tokens, cfg, seed, truncate):
+        for token in self._generate(tok.encode(text), cfg, tok.vocab_size):
             if piece := decoder.push(token):
                 yield piece
         if rest := decoder.flush():
             yield rest
 
-    def say(self, text: str | bytes, **kw) -> str:
+    def say(self, text: str | bytes, max_new_tokens: int | None = None, **options) -> str:
         """The whole answer as a string."""
-        return "".join(self.stream(text, **kw))
+        return "".join(self.stream(text, max_new_tokens, **options))
 
     # --- state ----------------------------------------------------------------------------------------
     def reset(self) -> None:
-        """Back to the package's initial STM (a fresh conversation)."""
-        self.set_stm(self.session.package.initial_stm)
-        self.turns = 0
+        """Back to the package's initial STM and zero turns (a fresh conversation), both in one step."""
+        self._refuse_in_open_turn("reset the conversation")
+        with self._turn_lock:
+            self._install(self.engine.package.initial_stm, 0)
 
     def set_system_prompt(self, text: str, truncate: bool = False) -> None:
         """Write a system prompt into the STM with one memory update (synchronously).
 
-        Template: `[BOS][internal] text [EOS]` where the model has an internal token, else `[BOS] text [EOS]`.
-        A prompt longer than the model's maximum raises PromptTooLongError unless `truncate` keeps its start."""
-        sp = self._special
+        Template: `contract.system_interaction`. A prompt longer than the model's maximum raises
+        PromptTooLongError unless `truncate` keeps its start."""
         if not clean_text(text).strip():
             raise EmptyQueryError("the system prompt is empty or only whitespace")
-        ids = self.session.package.tokenizer.encode(text)
-        head = [sp["bos"], sp["internal"]] if "internal" in sp else [sp["bos"]]
-        room = self.session.dims.max_seq_len - len(head) - 1
+        ids = self.engine.package.tokenizer.encode(text)
+        room = contract.max_system_tokens(self._special, self.engine.dims.max_seq_len)
         if len(ids) > room and not truncate:
             raise PromptTooLongError(
                 f"the system prompt is {len(ids)} tokens; this model takes at most {room}; shorten it or pass truncate=True"
             )
-        seq = head + ids[:room] + [sp["eos"]]
-        self._write_memory_sync(seq)
+        self._refuse_in_open_turn("write a system prompt")
+        with self._turn_lock:
+            self._write_memory_sync(contract.system_interaction(self._special, ids[:room]))
+
+    def remember(self, query: str, answer: str) -> None:
+        """Write a finished turn (asked elsewhere) into the STM with the encoder and memory update only.
+
+        No decoding: this is how a server rebuilds a history it did not generate (synchronous). An answer
+        longer than the turn allows keeps its start, as the answer of a real turn would have ended there."""
+        if not clean_text(query).strip():
+            raise EmptyQueryError("the query is empty or only whitespace; nothing to remember")
+        tok = self.engine.package.tokenizer
+        prompt = contract.turn_prompt(self._special, self._checked_query(tok.encode(query), False))
+        limit = self.engine.dims.max_seq_len
+        room = contract.answer_budget(limit, len(prompt), limit)
+        answer = tok.encode(answer)[:room]
+        self._refuse_in_open_turn("remember a turn")
+        with self._turn_lock:
+            self._write_memory_sync(contract.turn_interaction(self._special, prompt, answer), count=1)
 
     def save(self, path: str | Path, metadata: dict | None = None) -> None:
-        """Snapshot the STM (atomic write) so the conversation can be restored later."""
-        meta = {"turns": self.turns, **(metadata or {})}
-        save_snapshot(path, self.stm(), self.session.package.fingerprint, meta)
+        """Snapshot the STM and turn count (atomic write) so the conversation can be restored later.
+
+        Both are read under the turn lock, so they belong together; `metadata["turns"]`, if given, must be a
+        turn count (an integer >= 0), else SnapshotError and nothing is written."""
+        self._refuse_in_open_turn("save the conversation")
+        with self._turn_lock:
+            self.wait_memory()
+            meta = {"turns": self.turns, **(metadata or {})}
+            save_snapshot(path, self.stm(), self.engine.package.fingerprint, meta)
+
+
+_OPTION_NAMES = frozenset(GenerationConfig.__dataclass_fields__) - {"max_new_tokens"}
+
+
+def _generation(
+    config: GenerationConfig | None,
+    max_new_tokens: int | None,
+    sampling: SamplingConfig | None,
+    options: dict,
+) -> GenerationConfig:
+    """One GenerationConfig from a base config and the keyword overrides of the convenience methods."""
+    unknown = set(options) - _OPTION_NAMES
+    if unknown:
+        raise TypeError(f"unknown generation option(s) {sorted(unknown)}; expected {sorted(_OPTION_NAMES)}")
+    changes = dict(options)
+    if max_new_tokens is not None:
+        changes["max_new_tokens"] = max_new_tokens
+    if sampling is not None:
+        changes.update(
+            temperature=sampling.temperature,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            repetition_penalty=sampling.repetition_penalty,
+        )
+    base = config or GenerationConfig()
+    return base.replace(**changes) if changes else base

@@ -1,31 +1,42 @@
-"""The four onnxruntime sessions of a package and the device buffers one conversation binds to them.
+"""The engine: a package's four onnxruntime sessions, its device buffers, decode slots and memory writes.
 
-Buffers live on the execution provider's device as OrtValues. The decoder's self-attention cache is one
-preallocated `[max_seq_len, 1, kv_heads, head_dim]` buffer per layer and direction: each step binds its first
-`past` rows as `past_*` and the next rows as the `new_*` outputs, so the graph writes new keys/values in place
-(nothing copied or reallocated per token; inputs and outputs never overlap). Only token ids go in and one row of
-logits comes out per step.
+One `Engine` per loaded package, shared by every conversation of a session. It owns what conversations have in
+common: the graphs (one InferenceSession each, checked against the manifest), the device allocator, a pool of
+decode slots leased per turn (`decoding.DecodeSlot`), the memory-update worker threads, and the two memory
+writes (install an STM; encode an interaction and update the memory). A conversation owns only its
+`MemoryState`: the double-buffered STM and its cross-attention K/V on the device.
 """
 
 from __future__ import annotations
 
+import os
+import queue
 import threading
-from contextlib import nullcontext
+import weakref
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import onnxruntime as ort
 
 from . import contract
 from .contract import ModelDims
+from .decoding import DecodeSlot
 from .manifest import ManifestError
 from .package import ModelPackage
-from .runtimes import providers
+from .runtimes import operators, providers
 
 # onnxruntime's exception types (onnxruntime_pybind11_state) that mean "this graph is bad", as opposed to a
 # provider or environment failure (EPFail, RuntimeException, anything else).
 _GRAPH_ERRORS = frozenset(
     {"Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile", "NotImplemented"}
 )
+_ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "int64": "tensor(int64)"}
+
+
+class SessionClosedError(RuntimeError):
+    """The session (its engine) was closed: no turn or memory write can run on it any more."""
 
 
 class GraphSet:
@@ -33,6 +44,8 @@ class GraphSet:
 
     def __init__(self, package: ModelPackage, provider: str = "cpu", threads: int | None = None):
         plist, popts = providers.resolve_provider(provider)
+        requires = package.manifest.requires  # refuse before loading any graph (None: a v1 package)
+        operators.check_operators(requires and requires.ops, f"the package {package.directory}")
         self.provider = provider
         self.device, self.device_id = providers.device_for(provider)
         self.sessions: dict[str, ort.InferenceSession] = {}
@@ -58,6 +71,8 @@ class GraphSet:
 
     @staticmethod
     def _check_io(name: str, sess: ort.InferenceSession, package: ModelPackage) -> None:
+        """Names, dtypes and every fixed dimension as the manifest declares them: a graph that disagrees
+        would fail at the first run (or worse, read buffers of another size), so it is refused at load."""
         entry = package.manifest.graphs[name]
         for kind, declared, actual in (
             ("inputs", entry.inputs, sess.get_inputs()),
@@ -69,6 +84,16 @@ class GraphSet:
                 raise ManifestError(
                     f"graphs.{name}.{kind}: the graph has {got}, the manifest declares {want}"
                 )
+            for i, (spec, arg) in enumerate(zip(declared, actual, strict=True)):
+                where = f"graphs.{name}.{kind}[{i}] ({spec.name})"
+                if arg.type != _ORT_TYPES[spec.dtype]:
+                    raise ManifestError(
+                        f"{where}: the graph's type is {arg.type}, the manifest declares {spec.dtype}"
+                    )
+                if _shape_conflict(spec.shape, arg.shape):
+                    raise ManifestError(
+                        f"{where}: the graph's shape is {list(arg.shape)}, the manifest declares {list(spec.shape)}"
+                    )
 
     def run(self, name: str, binding: ort.IOBinding) -> None:
         with self._locks[name]:
@@ -76,6 +101,14 @@ class GraphSet:
 
     def binding(self, name: str) -> ort.IOBinding:
         return self.sessions[name].io_binding()
+
+
+def _shape_conflict(declared: tuple[int | str, ...], graph: list[int | str | None]) -> bool:
+    """True when the ranks differ, or a dimension the graph fixes is not the one the manifest declares (a
+    symbolic manifest dimension, like `seq`, varies at run time, so the graph must leave it open too)."""
+    if len(declared) != len(graph):
+        return True
+    return any(isinstance(g, int) and g != d for d, g in zip(declared, graph, strict=True))
 
 
 class DeviceBuffers:
@@ -95,49 +128,7 @@ class DeviceBuffers:
         )
 
 
-class KVCache:
-    """The decoder's self-attention cache: one preallocated sequence-major buffer per layer and direction.
-
-    `bind(binding, past, n)` binds rows [0, past) as `past_*` and rows [past, past+n) as the `new_*` outputs,
-    so the graph writes the new keys/values in place: per step only pointers change (names, row size and base
-    addresses are computed once here)."""
-
-    def __init__(self, buf: DeviceBuffers, layers: int, max_len: int, kv_heads: int, head_dim: int):
-        self.max_len, self._buf = max_len, buf
-        self._tail = [1, kv_heads, head_dim]  # batch 1
-        self._row_bytes = kv_heads * head_dim * buf.dtype.itemsize
-        self.keys = [buf.empty((max_len, *self._tail)) for _ in range(layers)]
-        self.values = [buf.empty((max_len, *self._tail)) for _ in range(layers)]
-        self._slots = [
-            (
-                contract.past_key(i),
-                contract.past_value(i),
-                contract.new_key(i),
-                contract.new_value(i),
-                k.data_ptr(),
-                v.data_ptr(),
-            )
-            for i, (k, v) in enumerate(zip(self.keys, self.values, strict=True))
-        ]
-
-    def bind(self, binding: ort.IOBinding, past: int, n: int) -> None:
-        if past + n > self.max_len:
-            raise ValueError(f"KV cache overflow: {past} + {n} positions > max_seq_len {self.max_len}")
-        dev, dev_id, dt, tail, off = (
-            self._buf.device,
-            self._buf.device_id,
-            self._buf.dtype,
-            self._tail,
-            past * self._row_bytes,
-        )
-        for past_k, past_v, new_k, new_v, k_ptr, v_ptr in self._slots:
-            binding.bind_input(past_k, dev, dev_id, dt, [past, *tail], k_ptr)
-            binding.bind_input(past_v, dev, dev_id, dt, [past, *tail], v_ptr)
-            binding.bind_output(new_k, dev, dev_id, dt, [n, *tail], k_ptr + off)
-            binding.bind_output(new_v, dev, dev_id, dt, [n, *tail], v_ptr + off)
-
-
-class StateBuffers:
+class MemoryState:
     """Double-buffered STM and its cross-attention K/V: an update writes the spare set, then the sets swap."""
 
     def __init__(self, dims: ModelDims, buf: DeviceBuffers):
@@ -161,3 +152,195 @@ class StateBuffers:
         for i, (k, v) in enumerate(zip(self.keys[which], self.values[which], strict=True)):
             binding.bind_ortvalue_input(contract.memory_key(i), k)
             binding.bind_ortvalue_input(contract.memory_value(i), v)
+
+
+class Engine:
+    """What every conversation of one package shares: graphs, buffers, decode slots, memory-update workers.
+
+    `max_slots` bounds how many turns decode at once (a turn waits for a free slot); None = no bound.
+
+    Ctrl-C (KeyboardInterrupt) can land wherever the interpreter checks for signals: at a function's entry and
+    after any call returns. So nothing here moves a resource with two steps that a signal could split: a slot
+    is leased by one store (its lessee), and a memory update is queued by one C call (`queue.SimpleQueue.put`)
+    right after the caller has recorded it (see `Conversation._commit`)."""
+
+    def __init__(
+        self,
+        package: ModelPackage,
+        provider: str = "cpu",
+        threads: int | None = None,
+        update_workers: int = 2,
+        max_slots: int | None = None,
+    ):
+        self.package = package
+        self.dims = package.manifest.model
+        self.special = dict(package.manifest.special_tokens)
+        _check_slot_fits(self.dims, package.float_dtype)
+        self.graphs = GraphSet(package, provider, threads)
+        self.buffers = DeviceBuffers(self.graphs.device, self.graphs.device_id, package.float_dtype)
+        self._slots: list[DecodeSlot] = []
+        self._lessees: list[object | None] = []  # per slot: the lease holding it, or None when free
+        self._max_slots = max_slots
+        self._slots_cv = threading.Condition()
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()  # memory updates: (future, fn, args) or None
+        self.commit_lock = threading.Lock()  # closing vs queueing: a job is queued before the stop or refused
+        self._workers = [
+            threading.Thread(target=_work, args=(self.jobs,), name=f"rxt-memory-update-{i}", daemon=True)
+            for i in range(update_workers)
+        ]
+        self.closed = False
+        for t in self._workers:
+            t.start()
+        # close(), or at exit / when dropped without close(): finish the queued updates, stop the workers
+        self._stop = weakref.finalize(self, _stop, self.jobs, self._workers)
+
+    @property
+    def provider(self) -> str:
+        return self.graphs.provider
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise SessionClosedError("this session is closed; load the model again to go on")
+
+    # --- decode slots ---------------------------------------------------------------------------------
+    @contextmanager
+    def lease_slot(self, memory: MemoryState) -> Iterator[DecodeSlot]:
+        """A decode slot reading `memory`'s STM K/V, returned to the pool when the block ends."""
+        self.check_open()
+        lease: list[int] = []  # the index of the slot this lease holds, once taken
+        try:
+            self._take_slot(lease)
+            slot = self._slots[lease[0]]
+            slot.start(memory)
+            yield slot
+        finally:
+            for i in lease:
+                self._lessees[i] = None  # first, and one store: a Ctrl-C from here on cannot keep the slot
+            with self._slots_cv:
+                self._slots_cv.notify()
+
+    def _take_slot(self, lease: list[int]) -> None:
+        with self._slots_cv:
+            while True:
+                for i, lessee in enumerate(self._lessees):
+                    if lessee is None:
+                        self._lessees[i] = lease  # taken, and the lease knows it: nothing in between
+                        lease.append(i)
+                        return
+                if self._max_slots is None or len(self._slots) < self._max_slots:
+                    break
+                self._slots_cv.wait(0.1)  # re-check: a release interrupted before its notify still frees
+            # (the first free slot is taken above, so a lone conversation's turns reuse the same buffers)
+            self._slots.append(DecodeSlot(self.graphs, self.buffers, self.dims))
+            self._lessees.append(None)  # (a Ctrl-C before this leaves an unused slot: harmless)
+            i = len(self._slots) - 1
+            self._lessees[i] = lease
+            lease.append(i)
+
+    @property
+    def slots_allocated(self) -> int:
+        return len(self._slots)
+
+    # --- memory ---------------------------------------------------------------------------------------
+    def new_memory(self) -> MemoryState:
+        return MemoryState(self.dims, self.buffers)
+
+    def stage_stm(self, memory: MemoryState, stm: np.ndarray) -> int:
+        """Copy `stm` into the spare buffers and project its cross-attention K/V; return the spare index.
+
+        Nothing is active yet: the caller swaps (`memory.active = index`) together with its own state, so
+        an interruption leaves both as they were (the caller serialises STM writes)."""
+        self.check_open()
+        spare = memory.spare
+        # Copy into the preallocated spare buffer: an OrtValue made from the array would alias it on the CPU,
+        # and later updates (which write the spare buffer) would overwrite the caller's array or the initial STM.
+        memory.stm[spare].update_inplace(np.ascontiguousarray(stm, self.buffers.dtype))
+        b = self.graphs.binding(contract.MEMORY_KV)
+        b.bind_ortvalue_input("stm", memory.stm[spare])
+        memory.bind_kv_outputs(b, spare)
+        self.graphs.run(contract.MEMORY_KV, b)
+        return spare
+
+    def install_stm(self, memory: MemoryState, stm: np.ndarray) -> None:
+        """`stage_stm`, then swap (caller serialises)."""
+        memory.active = self.stage_stm(memory, stm)
+
+    def update_memory(self, memory: MemoryState, interaction: list[int], swap: bool = True) -> int:
+        """Encoder + memory update over one interaction into the spare buffers; swap only on success.
+
+        Returns the spare index; with `swap=False` the caller swaps it in (together with its own state)."""
+        self.check_open()
+        g, buf = self.graphs, self.buffers
+        ids = np.asarray([interaction], dtype=np.int64)
+        mask = np.ones_like(ids)
+        enc = g.binding(contract.ENCODER)
+        enc.bind_cpu_input("input_ids", ids)
+        enc.bind_cpu_input("attention_mask", mask)
+        enc.bind_output("encoded", buf.device, buf.device_id)
+        g.run(contract.ENCODER, enc)
+        upd = g.binding(contract.MEMORY_UPDATE)
+        upd.bind_ortvalue_input("stm", memory.stm[memory.active])
+        upd.bind_ortvalue_input("encoded", enc.get_outputs()[0])
+        upd.bind_cpu_input("attention_mask", mask)
+        spare = memory.spare
+        upd.bind_ortvalue_output("new_stm", memory.stm[spare])
+        memory.bind_kv_outputs(upd, spare)
+        g.run(contract.MEMORY_UPDATE, upd)
+        if swap:
+            memory.active = spare  # the only mutation, after every write succeeded
+        return spare
+
+    def submit(self, fn: Callable[..., None], *args) -> Future:
+        """Run `fn(*args)` on a memory-update worker thread (refused once the engine is closed)."""
+        future: Future = Future()
+        with self.commit_lock:
+            self.check_open()
+            self.jobs.put((future, fn, args))
+        return future
+
+    def close(self) -> None:
+        """Refuse new turns and memory writes, finish the queued updates, stop the workers."""
+        with self.commit_lock:
+            self.closed = True
+        self._stop()
+
+
+def _stop(jobs: queue.SimpleQueue, workers: list[threading.Thread]) -> None:
+    for _ in workers:
+        jobs.put(None)
+    for t in workers:
+        if t is not threading.current_thread():  # the last reference may drop in a worker
+            t.join()
+
+
+def _work(jobs: queue.SimpleQueue) -> None:
+    """A memory-update worker: run jobs until the stop marker (holds no reference to the engine)."""
+    while (job := jobs.get()) is not None:
+        future, fn, args = job
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(fn(*args))
+            except BaseException as e:  # noqa: BLE001 - delivered to the waiting turn
+                future.set_exception(e)
+        del job, future, fn, args
+
+
+def _check_slot_fits(dims: ModelDims, dtype: np.dtype) -> None:
+    """Refuse dims whose one decode slot (a `max_seq_len` KV cache, ids, a logits row) exceeds this machine's
+    memory: no graph declares max_seq_len, so a hostile manifest could otherwise ask for terabytes."""
+    item = np.dtype(dtype).itemsize
+    kv = 2 * dims.decoder_layers * dims.max_seq_len * dims.self_kv_heads * dims.head_dim * item
+    need = kv + dims.max_seq_len * 8 + dims.vocab_size * item
+    have = _physical_memory()
+    if have is not None and need > have:
+        raise ManifestError(
+            f"model: one turn's buffers for these dims (max_seq_len {dims.max_seq_len}, vocab_size "
+            f"{dims.vocab_size}) need {need / 2**30:.1f} GiB, more than this machine's {have / 2**30:.1f} GiB"
+        )
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX (Windows): no bound from here
+        return None

@@ -8,8 +8,9 @@ logits are ever sorted (argpartition), so the per-token cost stays O(vocab).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -42,6 +43,40 @@ class SamplingConfig:
         return self.temperature == 0 or self.top_k == 1
 
 
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Everything one turn's generation takes, in one place for the API, chat, bench and server.
+
+    Greedy by default (temperature 0). `seed` makes sampling reproducible; `truncate` keeps the end of an
+    over-long query instead of refusing it; `ignore_eos` never picks [EOS] (fixed-length answers, benchmarks)."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    truncate: bool = False
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        n = self.max_new_tokens
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"max_new_tokens must be an integer >= 1, got {n!r}")
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)
+        ):
+            raise ValueError(f"seed must be an integer or None, got {self.seed!r}")
+        self.sampling  # validates the sampling fields  # noqa: B018
+
+    @property
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(self.temperature, self.top_k, self.top_p, self.repetition_penalty)
+
+    def replace(self, **changes) -> GenerationConfig:
+        return replace(self, **changes)
+
+
 def apply_repetition_penalty(logits: np.ndarray, previous_ids: Iterable[int], penalty: float) -> np.ndarray:
     """CTRL-style: a seen token's logit is divided by `penalty` if positive, multiplied if negative.
 
@@ -55,8 +90,9 @@ def apply_repetition_penalty(logits: np.ndarray, previous_ids: Iterable[int], pe
             raise ValueError(
                 f"previous_ids must lie in [0, {out.shape[0]}), got {int(ids[0])}..{int(ids[-1])}"
             )
-        seen = out[ids]
-        out[ids] = np.where(seen > 0, seen / penalty, seen * penalty)
+        seen = out[ids].astype(np.float64)
+        with np.errstate(over="ignore"):  # an extreme penalty saturates at +-inf: float32 max overflows
+            out[ids] = np.where(seen > 0, seen / penalty, seen * penalty)
     return out
 
 
@@ -89,10 +125,10 @@ def sample_next(
     if 0 < cfg.top_k < x.shape[0]:
         ids = np.argpartition(x, -cfg.top_k)[-cfg.top_k :]
         x = x[ids]
-    with np.errstate(
-        over="ignore", under="ignore"
-    ):  # a tiny temperature sends far logits to -inf: probability 0
-        p = np.exp((x - top) / cfg.temperature)  # max shifted to 0: float32 values in [0, 1]
+    # Divide in float64: a tiny temperature (5e-324) would round to 0 in float32 (0/0 = NaN for the best
+    # logit); in float64 it sends every other logit to -inf, probability 0 (the overflow is expected).
+    with np.errstate(over="ignore", under="ignore"):
+        p = np.exp(np.divide(x - top, cfg.temperature, dtype=np.float64)).astype(np.float32)  # in [0, 1]
     if cfg.top_p < 1.0:
         order = _nucleus_candidates(p, cfg.top_p)
         sorted_p = p[order] / p.sum(dtype=np.float64)

@@ -1,21 +1,23 @@
-"""RxTSession: a loaded model package, ready to hold many conversations (one STM each)."""
+"""RxTSession: the public facade over a loaded model package, ready to hold many conversations (one STM each)."""
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from .contract import ModelDims
 from .conversation import Conversation
-from .engine import DeviceBuffers, GraphSet
+from .engine import Engine, GraphSet
 from .package import ModelPackage, load_package
 from .snapshot import load_snapshot
 
 
 class RxTSession:
-    """Loads the four graphs once; `conversation()` gives independent conversations that may run in threads."""
+    """Loads the four graphs once; `conversation()` gives independent conversations that may run in threads.
+
+    `max_slots` bounds how many turns decode at once (each holds one KV cache while it runs); None = no bound."""
 
     def __init__(
         self,
@@ -23,12 +25,9 @@ class RxTSession:
         provider: str = "cpu",
         threads: int | None = None,
         update_workers: int = 2,
+        max_slots: int | None = None,
     ):
-        self.package = package
-        self.dims = package.manifest.model
-        self.graphs = GraphSet(package, provider, threads)
-        self.buffers = DeviceBuffers(self.graphs.device, self.graphs.device_id, package.float_dtype)
-        self._updates = ThreadPoolExecutor(max_workers=update_workers, thread_name_prefix="rxt-memory-update")
+        self.engine = Engine(package, provider, threads, update_workers, max_slots)
 
     @classmethod
     def load(
@@ -37,30 +36,41 @@ class RxTSession:
         provider: str = "cpu",
         threads: int | None = None,
         verify_hashes: bool = True,
+        max_slots: int | None = None,
     ) -> RxTSession:
         """Load a package directory; `provider` is "cpu", "cuda" or "dml"."""
-        return cls(load_package(Path(model_dir), verify_hashes=verify_hashes), provider, threads)
+        package = load_package(Path(model_dir), verify_hashes=verify_hashes)
+        return cls(package, provider, threads, max_slots=max_slots)
+
+    @property
+    def package(self) -> ModelPackage:
+        return self.engine.package
+
+    @property
+    def dims(self) -> ModelDims:
+        return self.engine.dims
+
+    @property
+    def graphs(self) -> GraphSet:
+        return self.engine.graphs
 
     @property
     def provider(self) -> str:
-        return self.graphs.provider
+        return self.engine.provider
 
     def conversation(self, stm: np.ndarray | None = None) -> Conversation:
         """A new conversation from the package's initial STM, or from a given [L, 1, S, D] array."""
-        return Conversation(self, stm)
+        return Conversation(self.engine, stm)
 
     def restore(self, path: str | os.PathLike) -> Conversation:
         """A conversation from a snapshot written by `Conversation.save` (same model only)."""
-        stm, meta = load_snapshot(path, self.package.fingerprint, self.package.stm_shape)
-        conv = Conversation(self, stm)
-        conv.turns = int(meta.get("turns", 0)) if isinstance(meta, dict) else 0
-        return conv
-
-    def submit(self, fn, *args) -> Future:
-        return self._updates.submit(fn, *args)
+        self.engine.check_open()
+        pkg = self.package
+        stm, meta = load_snapshot(path, pkg.fingerprint, pkg.stm_shape, pkg.float_dtype.name)
+        return Conversation(self.engine, stm, turns=meta.get("turns", 0))  # turns checked by the loader
 
     def close(self) -> None:
-        self._updates.shutdown(wait=True)
+        self.engine.close()
 
     def __enter__(self) -> RxTSession:
         return self

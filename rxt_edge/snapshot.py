@@ -13,6 +13,12 @@ format version and a sha256 over everything. No pickle: a fixed binary layout (l
     ..  checksum     32 bytes sha256 of every byte before it
 
 Writes are atomic (temp file in the same directory, fsync, os.replace): a crash leaves the old file.
+
+Reading never trusts the file: only a regular file is opened (a FIFO or device never blocks or streams), the
+24-byte prefix is checked before anything else is read, and the declared sizes must match the file's size and,
+when the caller knows the model, the model's STM; so a large file that is not a snapshot costs 24 bytes.
+The metadata is free-form JSON, except `turns`: the conversation's turn count, an integer >= 0 (checked on
+save and on load). The STM must be finite.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 import struct
 from pathlib import Path
 from typing import Any
@@ -35,10 +42,18 @@ DTYPES = ("float32", "float16")
 _PREFIX = struct.Struct("<8sIIQ")  # magic, version, header_len, payload_len
 _DIGEST = 32
 _MAX_HEADER = 1 << 24  # 16 MiB of JSON is far beyond any real metadata
+_MAX_OTHER_PAYLOAD = 1 << 28  # read at most this much (or the model's STM) before the fingerprint is checked
 
 
 class SnapshotError(ValueError):
     """The snapshot cannot be restored (not one, damaged, newer format, or for another model/shape)."""
+
+
+def check_turns(value: Any) -> int:
+    """A turn count as snapshots store it (`metadata["turns"]`): an integer >= 0, else SnapshotError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SnapshotError(f"metadata.turns must be an integer >= 0 (a turn count), got {value!r}")
+    return value
 
 
 def save_snapshot(
@@ -48,29 +63,7 @@ def save_snapshot(
     metadata: dict[str, Any] | None = None,
 ) -> None:
     """Write the STM atomically; `metadata` is free-form JSON (turn count, timestamps, ...)."""
-    stm = np.asarray(stm)
-    if stm.dtype.name not in DTYPES:
-        raise SnapshotError(f"stm: dtype must be one of {list(DTYPES)}, got {stm.dtype}")
-    if stm.ndim != 4:
-        raise SnapshotError(f"stm: expected [layers, batch, slots, dim], got shape {list(stm.shape)}")
-    if not isinstance(model_fingerprint, str) or not model_fingerprint:
-        raise SnapshotError("model_fingerprint must be a non-empty string")
-    metadata = {} if metadata is None else metadata
-    if not isinstance(metadata, dict):
-        raise SnapshotError(f"metadata must be a dict, got {type(metadata).__name__}")
-    header = {
-        "fingerprint": model_fingerprint,
-        "dtype": stm.dtype.name,
-        "shape": [int(n) for n in stm.shape],
-        "metadata": metadata,
-    }
-    try:
-        header_bytes = json.dumps(header, allow_nan=False, separators=(",", ":")).encode("utf-8")
-    except (TypeError, ValueError) as e:
-        raise SnapshotError(f"metadata must be plain JSON: {e}") from e
-    payload = np.ascontiguousarray(stm, dtype=stm.dtype.newbyteorder("<")).tobytes()
-    body = _PREFIX.pack(MAGIC, SNAPSHOT_VERSION, len(header_bytes), len(payload)) + header_bytes + payload
-    atomic_write_bytes(path, body + hashlib.sha256(body).digest())
+    atomic_write_bytes(path, snapshot_to_bytes(stm, model_fingerprint, metadata))
 
 
 def load_snapshot(
@@ -81,26 +74,72 @@ def load_snapshot(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """(stm, metadata) of a snapshot made for this model; None skips a check (e.g. for inspection)."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise SnapshotError(f"{path}: cannot read snapshot: {e.strerror or e}") from e
-    stm, header = _parse(data, path)
+    max_payload = None
+    if expected_shape is not None:  # room for another model's small STM, refused below with a better reason
+        max_payload = max(math.prod(expected_shape) * 4, _MAX_OTHER_PAYLOAD)
+    stm, header = _parse(_read_file(path, max_payload), path)
+    return _for_model(stm, header, path, expected_fingerprint, expected_shape, expected_dtype)
+
+
+def _for_model(
+    stm: np.ndarray,
+    header: dict[str, Any],
+    label: object,
+    expected_fingerprint: str | None,
+    expected_shape: tuple[int, ...] | None,
+    expected_dtype: str | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """(stm, metadata) once the snapshot is known to be this model's: fingerprint, STM shape and dtype."""
     fp = header["fingerprint"]
     if expected_fingerprint is not None and fp != expected_fingerprint:
         raise SnapshotError(
-            f"{path}: snapshot belongs to a different model (fingerprint {fp[:16]}..., this model "
+            f"{label}: snapshot belongs to a different model (fingerprint {fp[:16]}..., this model "
             f"{expected_fingerprint[:16]}...); it cannot be restored into this one"
         )
     if expected_shape is not None and tuple(stm.shape) != tuple(expected_shape):
         raise SnapshotError(
-            f"{path}: STM shape {list(stm.shape)} does not match the model's {list(expected_shape)}"
+            f"{label}: STM shape {list(stm.shape)} does not match the model's {list(expected_shape)}"
         )
     if expected_dtype is not None and stm.dtype.name != expected_dtype:
         raise SnapshotError(
-            f"{path}: STM dtype {stm.dtype.name} does not match the expected {expected_dtype}"
+            f"{label}: STM dtype {stm.dtype.name} does not match the expected {expected_dtype}"
         )
     return stm, header["metadata"]
+
+
+def _read_file(path: Path, max_payload: int | None) -> bytes:
+    """The file's bytes, read only if it is a regular file whose prefix says it is a snapshot of the size it
+    has (and, with `max_payload`, no larger than the model's STM can be); otherwise the 24-byte prefix is all
+    that was read, and what `_parse` makes of it is the error."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as e:
+        raise SnapshotError(f"{path}: cannot read snapshot: {e.strerror or e}") from e
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise SnapshotError(f"{path}: not a regular file; a snapshot is a file written by save()")
+        try:
+            prefix = f.read(_PREFIX.size)
+            if len(prefix) < _PREFIX.size or not prefix.startswith(MAGIC):
+                return prefix
+            _, version, header_len, payload_len = _PREFIX.unpack(prefix)
+            if not 1 <= version <= SNAPSHOT_VERSION:
+                return prefix
+            if header_len > _MAX_HEADER or (max_payload is not None and payload_len > max_payload):
+                raise SnapshotError(
+                    f"{path}: snapshot declares {header_len} header and {payload_len} payload bytes, more than "
+                    "this model's STM can hold (corrupted, or for a much larger model)"
+                )
+            expected = _PREFIX.size + header_len + payload_len + _DIGEST
+            if info.st_size < expected:
+                raise SnapshotError(f"{path}: snapshot is truncated ({info.st_size} of {expected} bytes)")
+            if info.st_size > expected:
+                extra = info.st_size - expected
+                raise SnapshotError(f"{path}: snapshot is corrupted ({extra} unexpected trailing bytes)")
+            return prefix + f.read()
+        except OSError as e:
+            raise SnapshotError(f"{path}: cannot read snapshot: {e.strerror or e}") from e
 
 
 def _parse(data: bytes, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
@@ -138,6 +177,8 @@ def _parse(data: bytes, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
         raise SnapshotError(f"{path}: snapshot payload size {payload_len} does not match shape {list(shape)}")
     payload = body[_PREFIX.size + header_len :]
     stm = np.frombuffer(payload, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    if not np.isfinite(stm).all():
+        raise SnapshotError(f"{path}: the snapshot's STM contains NaN or Inf")
     return stm, header
 
 
@@ -164,4 +205,58 @@ def _header(raw: bytes, header_len: int, path: Path) -> dict[str, Any]:
         raise SnapshotError(f"{bad}: shape {shape!r}")
     if not isinstance(h.get("metadata"), dict):
         raise SnapshotError(f"{bad}: metadata")
+    if "turns" in h["metadata"]:
+        try:
+            check_turns(h["metadata"]["turns"])
+        except SnapshotError as e:
+            raise SnapshotError(f"{bad}: {e}") from None
     return h
+
+
+# --- bytes, for state stores (apps/serve) -------------------------------------------------------------------
+# The same format and checks as the files above, without the file: a server keeps STMs in SQLite or Redis.
+
+
+def snapshot_to_bytes(
+    stm: np.ndarray, model_fingerprint: str, metadata: dict[str, Any] | None = None
+) -> bytes:
+    """The snapshot file's exact bytes for `stm` (fingerprint, dtype, shape, metadata, sha256)."""
+    stm = np.asarray(stm)
+    if stm.dtype.name not in DTYPES:
+        raise SnapshotError(f"stm: dtype must be one of {list(DTYPES)}, got {stm.dtype}")
+    if stm.ndim != 4:
+        raise SnapshotError(f"stm: expected [layers, batch, slots, dim], got shape {list(stm.shape)}")
+    if not isinstance(model_fingerprint, str) or not model_fingerprint:
+        raise SnapshotError("model_fingerprint must be a non-empty string")
+    header = {
+        "fingerprint": model_fingerprint,
+        "dtype": stm.dtype.name,
+        "shape": [int(n) for n in stm.shape],
+        "metadata": {} if metadata is None else metadata,
+    }
+    if not isinstance(header["metadata"], dict):
+        raise SnapshotError(f"metadata must be a dict, got {type(metadata).__name__}")
+    if "turns" in header["metadata"]:
+        check_turns(header["metadata"]["turns"])
+    if not np.isfinite(stm).all():
+        raise SnapshotError("stm contains NaN or Inf; it would be refused on restore")
+    try:
+        header_bytes = json.dumps(header, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    except (TypeError, ValueError) as e:
+        raise SnapshotError(f"metadata must be plain JSON: {e}") from e
+    payload = np.ascontiguousarray(stm, dtype=stm.dtype.newbyteorder("<")).tobytes()
+    body = _PREFIX.pack(MAGIC, SNAPSHOT_VERSION, len(header_bytes), len(payload)) + header_bytes + payload
+    return body + hashlib.sha256(body).digest()
+
+
+def snapshot_from_bytes(
+    data: bytes,
+    expected_fingerprint: str | None,
+    expected_shape: tuple[int, ...] | None = None,
+    label: str = "snapshot",
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """(stm, metadata) from `snapshot_to_bytes` output, with every check of `load_snapshot`.
+
+    `label` names the state in error messages (a store key, never a path)."""
+    stm, header = _parse(bytes(data), label)  # _parse only formats its second argument into messages
+    return _for_model(stm, header, label, expected_fingerprint, expected_shape)

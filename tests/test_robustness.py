@@ -21,6 +21,7 @@ import onnxruntime as ort
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from package_copies import copy_package
 
 from rxt_edge import (
     EmptyQueryError,
@@ -33,6 +34,7 @@ from rxt_edge import (
     contract,
 )
 from rxt_edge.conversation import Conversation
+from rxt_edge.decoding import DecodeSlot
 from rxt_edge.graph_check import MEMORY_ADDRESS_TAG, check_graph, scan_model
 from rxt_edge.manifest import (
     MANIFEST_FILE,
@@ -58,13 +60,6 @@ GREEDY = SamplingConfig(temperature=0.0)  # generate_ids samples by default; the
 def session(tiny_package):
     with RxTSession.load(tiny_package, threads=1) as s:
         yield s
-
-
-def copy_package(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    for p in dst.iterdir():
-        p.chmod(0o644)
-    return dst
 
 
 def rehash(pkg: Path, external: dict[str, list[str]] | None = None) -> Manifest:
@@ -365,6 +360,11 @@ def test_onnxruntime_refusal_is_wrapped_with_the_graph_name(tiny_package, tmp_pa
     m = tiny_model(location=None)
     m.graph.node[0].op_type = "NoSuchOp"
     (pkg / "memory_kv.onnx").write_bytes(m.SerializeToString())
+    with pytest.raises(ManifestError, match=r"requires\.ops: graphs\.memory_kv .*NoSuchOp"):
+        RxTSession.load(pkg, verify_hashes=False)  # the manifest's `requires` does not list the operator
+    data = json.loads((pkg / MANIFEST_FILE).read_text())
+    data.pop("requires")  # a version-1 manifest: nothing to check the operators against before onnxruntime
+    (pkg / MANIFEST_FILE).write_text(json.dumps({**data, "format_version": 1}))
     with pytest.raises(ManifestError, match=r"graphs\.memory_kv: onnxruntime cannot load memory_kv\.onnx"):
         RxTSession.load(pkg, verify_hashes=False)
 
@@ -478,13 +478,13 @@ def test_fuzz_snapshot_with_valid_checksum(tmp_path, header, payload):
 def steps(monkeypatch):
     """Every decoder call as (token ids, past length): what the model actually sees."""
     calls: list[tuple[list[int], int]] = []
-    real = Conversation._step
+    real = DecodeSlot._run
 
-    def spy(self, tokens, past):
-        calls.append(([int(t) for t in tokens], past))
-        return real(self, tokens, past)
+    def spy(self, tokens):
+        calls.append(([int(t) for t in tokens], self.position))
+        return real(self, tokens)
 
-    monkeypatch.setattr(Conversation, "_step", spy)
+    monkeypatch.setattr(DecodeSlot, "_run", spy)
     return calls
 
 
@@ -619,15 +619,15 @@ class Boom(RuntimeError):
 @pytest.mark.parametrize("at", [0, 3])  # the prefill, or the 4th decoder call
 def test_fault_during_generation_drops_the_turn(session, monkeypatch, exc, at):
     conv, before = _warm(session)
-    real = Conversation._step
+    real = DecodeSlot._run
     calls = itertools.count()
 
-    def step(self, tokens, past):
-        if self is conv and next(calls) == at:
+    def step(self, tokens):  # decoder runs happen on the thread of the turn: only `conv` decodes here
+        if next(calls) == at:
             raise exc
-        return real(self, tokens, past)
+        return real(self, tokens)
 
-    monkeypatch.setattr(Conversation, "_step", step)
+    monkeypatch.setattr(DecodeSlot, "_run", step)
     got = []
     with pytest.raises(type(exc)):
         for t in conv.generate_ids([50, 51, 52], TOKENS, GREEDY):
@@ -669,7 +669,7 @@ def test_abandoned_stream_drops_the_turn(session):
 def _graph_run_failing(session, conv, monkeypatch, graph: str, exc: BaseException, after_run: bool):
     """Make the next run of `graph` in a memory write of `conv` raise (before it runs, or after it wrote its
     outputs). Other conversations' updates (still finishing from earlier tests) are left alone."""
-    real_run, real_write = session.graphs.run, conv._write_spare_and_swap
+    real_run, real_write = session.graphs.run, conv._update_memory
     mine = threading.local()
     fired = []
 
@@ -681,15 +681,15 @@ def _graph_run_failing(session, conv, monkeypatch, graph: str, exc: BaseExceptio
             raise exc
         return real_run(name, binding)
 
-    def write(interaction):
+    def write(*args):
         mine.on = True
         try:
-            real_write(interaction)
+            real_write(*args)
         finally:
             mine.on = False
 
     monkeypatch.setattr(session.graphs, "run", run)
-    monkeypatch.setattr(conv, "_write_spare_and_swap", write)
+    monkeypatch.setattr(conv, "_update_memory", write)
     return fired
 
 

@@ -1,0 +1,101 @@
+"""A decode slot: the resources of one turn's token loop (KV cache, decoder binding, ids, logits).
+
+A conversation's lasting state is its STM; the self-attention cache is needed only while a turn is generated.
+So a conversation leases a slot from its engine's pool for one turn (`Engine.lease_slot`) and gives it back:
+memory grows with concurrent turns, not with live conversations, and a slot's buffers keep fixed addresses
+(what CUDA-graph capture will need).
+
+The decoder's cache is one preallocated sequence-major `[max_seq_len, 1, kv_heads, head_dim]` buffer per layer
+and direction: each run binds rows [0, past) as `past_*` and rows [past, past+n) as the `new_*` outputs, so the
+graph writes the new keys/values in place (nothing copied or reallocated per token; inputs and outputs never
+overlap). Only token ids go in and one row of logits comes out per run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnxruntime as ort
+
+from . import contract
+from .contract import ModelDims
+
+if TYPE_CHECKING:
+    from .engine import DeviceBuffers, GraphSet, MemoryState
+
+
+class KVCache:
+    """The decoder's self-attention cache: one preallocated sequence-major buffer per layer and direction.
+
+    `bind(binding, past, n)` binds rows [0, past) as `past_*` and rows [past, past+n) as the `new_*` outputs;
+    names, row size and base addresses are computed once here, so per run only pointers change."""
+
+    def __init__(self, buf: DeviceBuffers, layers: int, max_len: int, kv_heads: int, head_dim: int):
+        self.max_len, self._buf = max_len, buf
+        self._tail = [1, kv_heads, head_dim]  # batch 1
+        self._row_bytes = kv_heads * head_dim * buf.dtype.itemsize
+        self.keys = [buf.empty((max_len, *self._tail)) for _ in range(layers)]
+        self.values = [buf.empty((max_len, *self._tail)) for _ in range(layers)]
+        self._names = [
+            (contract.past_key(i), contract.past_value(i), contract.new_key(i), contract.new_value(i),
+             k.data_ptr(), v.data_ptr())
+            for i, (k, v) in enumerate(zip(self.keys, self.values, strict=True))
+        ]  # fmt: skip
+
+    def bind(self, binding: ort.IOBinding, past: int, n: int) -> None:
+        if past + n > self.max_len:
+            raise ValueError(f"KV cache overflow: {past} + {n} positions > max_seq_len {self.max_len}")
+        buf, tail, off = self._buf, self._tail, past * self._row_bytes
+        dev, dev_id, dt = buf.device, buf.device_id, buf.dtype
+        for past_k, past_v, new_k, new_v, k_ptr, v_ptr in self._names:
+            binding.bind_input(past_k, dev, dev_id, dt, [past, *tail], k_ptr)
+            binding.bind_input(past_v, dev, dev_id, dt, [past, *tail], v_ptr)
+            binding.bind_output(new_k, dev, dev_id, dt, [n, *tail], k_ptr + off)
+            binding.bind_output(new_v, dev, dev_id, dt, [n, *tail], v_ptr + off)
+
+
+class DecodeSlot:
+    """One turn's token loop: `start(memory)`, `prefill(prompt)`, then `step(token)` until the answer ends.
+
+    `prefill` and `step` return the last position's logits as a writable `[vocab]` row that the next run
+    overwrites (copy it to keep it)."""
+
+    def __init__(self, graphs: GraphSet, buffers: DeviceBuffers, dims: ModelDims):
+        self._graphs = graphs
+        self.cache = KVCache(
+            buffers, dims.decoder_layers, dims.max_seq_len, dims.self_kv_heads, dims.head_dim
+        )
+        self.max_len = dims.max_seq_len
+        self._ids = np.zeros((1, dims.max_seq_len), dtype=np.int64)
+        self._logits = np.zeros((1, dims.vocab_size), dtype=buffers.dtype)
+        self._binding = graphs.binding(contract.DECODER)
+        self._binding.bind_output(
+            "logits", "cpu", 0, self._logits.dtype, list(self._logits.shape), self._logits.ctypes.data
+        )
+        self.position = 0  # tokens already in the cache this turn
+
+    def start(self, memory: MemoryState) -> None:
+        """A new turn reading `memory`'s current STM K/V (bound once; they do not change during a turn)."""
+        self._binding.clear_binding_inputs()
+        memory.bind_kv_inputs(self._binding, memory.active)
+        self.position = 0
+
+    def prefill(self, prompt: Sequence[int]) -> np.ndarray:
+        """Run the whole prompt from position 0."""
+        self.position = 0
+        return self._run(prompt)
+
+    def step(self, token: int) -> np.ndarray:
+        """Feed one token at the next position."""
+        return self._run((token,))
+
+    def _run(self, tokens: Sequence[int]) -> np.ndarray:
+        n, past = len(tokens), self.position
+        self._ids[0, :n] = tokens
+        self._binding.bind_input("input_ids", "cpu", 0, np.int64, [1, n], self._ids.ctypes.data)
+        self.cache.bind(self._binding, past, n)
+        self._graphs.run(contract.DECODER, self._binding)
+        self.position = past + n
+        return self._logits[0]
