@@ -1,12 +1,19 @@
 """The model-package manifest (`manifest.json`): what a package holds, and the checks that make it safe.
 
 The exporter writes it, the runtime reads it. Everything a runtime needs to allocate buffers and bind the
-graphs is here (dims, special ids, each graph's resolved I/O from `contract.graph_io`), so a runtime in
-another language can work from the manifest alone.
+graphs is here (dims, special ids, each graph's resolved I/O from `contract.graph_io`, the ONNX operators the
+graphs need), so a runtime in another language can work from the manifest alone.
+
+The structure (every key, required or optional, its type and range) is declared once, in the JSON Schema
+`manifest.schema.json` shipped beside this module; the loader validates with that very file
+(`_schema`, a dependency-free subset of JSON Schema), so the schema, docs/graph-contract.md and this loader
+cannot disagree. What a schema cannot say (ids below `vocab_size`, graph I/O equal to the contract for the
+dims, one float dtype, ...) is checked here, after the schema.
 
 Compatibility: a reader accepts every `format_version` up to `FORMAT_VERSION` and refuses newer ones.
 Fields are strict (unknown keys are errors, so typos are caught): adding a field means bumping
-`FORMAT_VERSION`. The open-ended parts are `special_tokens` (extra names), `quantization` (extra keys).
+`FORMAT_VERSION` and the schema. The one open-ended part is `quantization` (the quantizer's extra keys).
+Version 2 added `requires` (always written; optional on read, so version-1 packages still load).
 
 Every error is a `ManifestError` whose message starts with the field path, e.g.
 `graphs.decoder.inputs[3].shape: expected [...], got [...]`.
@@ -17,26 +24,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-from collections.abc import Iterable
+import stat
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from . import _schema
 from ._atomic import atomic_write_bytes
-from .contract import GRAPH_NAMES, ModelDims, TensorSpec, graph_io
-from .tokenizer import TOKENIZER_KINDS
+from .contract import ModelDims, TensorSpec, graph_io
 
 FORMAT = "rxt-edge-package"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_FILE = "manifest.json"
-REQUIRED_SPECIAL_TOKENS = ("bos", "eos", "query", "answer", "pad")
-REQUIRED_GRAPHS = GRAPH_NAMES
-TENSOR_DTYPES = ("float32", "float16", "int64")
-MAX_LAYERS = 1024  # sanity bound: keeps a hostile manifest from making graph_io build huge lists
-MAX_DIM = 2**31 - 1  # other runtimes may hold dims in int32
-
-_SHA256 = re.compile(r"[0-9a-f]{64}")
+SCHEMA_FILE = "manifest.schema.json"  # package data of `rxt_edge`
 
 
 class ManifestError(ValueError):
@@ -50,7 +52,7 @@ class FileRef:
     file: str
     sha256: str
     size: int | None = None
-    source: str | None = None  # where the content came from; initial_stm: "checkpoint" | "zeros" | ...
+    source: str | None = None  # initial_stm only: "checkpoint" | "zeros" (the schema's enum)
 
     def to_json(self) -> dict:
         d: dict[str, Any] = {"file": self.file, "sha256": self.sha256}
@@ -116,6 +118,21 @@ class SourceEntry:
         return {"format": self.format, "fingerprint": self.fingerprint, "path": self.path}
 
 
+@dataclass(frozen=True)
+class Requirements:
+    """What the graphs need from an ONNX runtime: operator types per domain, opset version per domain.
+
+    Union over the four graphs; domain "" is the default ONNX domain (ai.onnx). Computed from the graph files
+    when a package is written (`graph_check.package_requirements`), so a runtime can refuse a package it
+    cannot run before loading any graph."""
+
+    ops: dict[str, tuple[str, ...]]
+    opset: dict[str, int]
+
+    def to_json(self) -> dict:  # as read (writers sort): the fingerprint is that of the file's JSON
+        return {"ops": {d: list(o) for d, o in self.ops.items()}, "opset": dict(self.opset)}
+
+
 def _created_by() -> str:
     try:
         from importlib.metadata import version
@@ -136,11 +153,12 @@ class Manifest:
     opset: int
     source: SourceEntry
     quantization: dict[str, Any] | None = None
+    requires: Requirements | None = None  # None only for format_version 1 packages
     created_by: str = field(default_factory=_created_by)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> dict:
-        return {
+        d = {
             "format": FORMAT,
             "format_version": self.format_version,
             "created_by": self.created_by,
@@ -154,6 +172,9 @@ class Manifest:
             "quantization": None if self.quantization is None else dict(self.quantization),
             "source": self.source.to_json(),
         }
+        if self.requires is not None:  # absent, not null, in version-1 manifests: their fingerprint stays
+            d["requires"] = self.requires.to_json()
+        return d
 
     @staticmethod
     def from_json(d: Any) -> Manifest:
@@ -236,6 +257,9 @@ def verify_files(package_dir: str | os.PathLike[str], manifest: Manifest) -> Non
         verify_file(package_dir, ref, path)
 
 
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+
+
 def load_manifest(package_dir: str | os.PathLike[str]) -> Manifest:
     """Read and validate `manifest.json`, and confine every file it names to the package directory."""
     root = Path(package_dir)
@@ -243,6 +267,14 @@ def load_manifest(package_dir: str | os.PathLike[str]) -> Manifest:
     if not root.is_dir():
         raise ManifestError(f"{root}: not a directory (expected an rxt-edge package directory)")
     try:
+        info = os.stat(mpath)
+        # never open a FIFO or device (opening blocks, reading never ends); a manifest is a few KB
+        if not stat.S_ISREG(info.st_mode):
+            raise ManifestError(f"{mpath}: {MANIFEST_FILE!r} is not a regular file")
+        if info.st_size > MAX_MANIFEST_BYTES:
+            raise ManifestError(
+                f"{mpath}: {info.st_size} bytes, more than a manifest may be ({MAX_MANIFEST_BYTES})"
+            )
         raw = mpath.read_bytes()
     except FileNotFoundError:
         raise ManifestError(f"{mpath}: missing; {root} is not an rxt-edge package") from None
@@ -273,72 +305,29 @@ def write_manifest(package_dir: str | os.PathLike[str], manifest: Manifest) -> P
 # ---------------------------------------------------------------- validation
 
 
-def _at(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else key
+@cache
+def manifest_schema() -> dict[str, Any]:
+    """The JSON Schema of `manifest.json` (format_version `FORMAT_VERSION`), read from the package data."""
+    text = resources.files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+@cache
+def _validator() -> _schema.Validator:
+    return _schema.Validator(manifest_schema(), {"rxt-relpath": _relpath_format})
 
 
 def _err(path: str, msg: str) -> ManifestError:
     return ManifestError(f"{path}: {msg}" if path else msg)
 
 
-def _kind(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, (int, float)):
-        return "a number"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, list):
-        return "an array"
-    if isinstance(v, dict):
-        return "an object"
-    return type(v).__name__
-
-
-def _obj(v: Any, path: str, required: Iterable[str], optional: Iterable[str] = ()) -> dict:
-    if not isinstance(v, dict):
-        raise _err(path, f"expected an object, got {_kind(v)}")
-    required = tuple(required)
-    for k in required:
-        if k not in v:
-            raise _err(_at(path, k), "missing")
-    allowed = set(required) | set(optional)
-    for k in v:
-        if k not in allowed:
-            raise _err(
-                _at(path, str(k)), f"unknown field (format_version {FORMAT_VERSION} does not define it)"
-            )
-    return v
-
-
-def _str(v: Any, path: str) -> str:
-    if not isinstance(v, str) or not v:
-        raise _err(path, f"expected a non-empty string, got {_kind(v)}")
-    return v
-
-
-def _int(v: Any, path: str, lo: int = 0, hi: int = MAX_DIM) -> int:
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise _err(path, f"expected an integer, got {_kind(v)}")
-    if not lo <= v <= hi:
-        raise _err(path, f"expected an integer in [{lo}, {hi}], got {v}")
-    return v
-
-
-def _sha(v: Any, path: str) -> str:
-    if not isinstance(v, str) or not _SHA256.fullmatch(v):
-        raise _err(path, "expected a sha256 as 64 lowercase hex digits")
-    return v
+_at = _schema.at
 
 
 def _check_relpath(v: Any, path: str) -> str:
     """A portable relative path: '/' separators, no absolute or drive paths, no '..'."""
     if not isinstance(v, str) or not v:
-        raise _err(path, f"expected a relative file path, got {_kind(v)}")
+        raise _err(path, f"expected a relative file path, got {_schema.kind(v)}")
     if "\0" in v or "\\" in v:
         raise _err(path, f"{v!r}: use '/' as the separator (no backslashes or NUL)")
     if PurePosixPath(v).is_absolute() or PureWindowsPath(v).drive or PureWindowsPath(v).root:
@@ -348,78 +337,45 @@ def _check_relpath(v: Any, path: str) -> str:
     return v
 
 
-def _file_ref(v: Any, path: str) -> FileRef:
-    d = _obj(v, path, ("file", "sha256"), ("size", "source"))
-    return FileRef(
-        file=_check_relpath(d["file"], _at(path, "file")),
-        sha256=_sha(d["sha256"], _at(path, "sha256")),
-        size=None if d.get("size") is None else _int(d["size"], _at(path, "size"), 0, 2**63 - 1),
-        source=None if d.get("source") is None else _str(d["source"], _at(path, "source")),
-    )
+def _relpath_format(v: str, path: str) -> None:
+    _check_relpath(v, path)  # the schema's pattern says the same; this names the exact problem
 
 
-def _tensor(v: Any, path: str) -> TensorSpec:
-    d = _obj(v, path, ("name", "dtype", "shape"))
-    name = _str(d["name"], _at(path, "name"))
-    dtype = d["dtype"]
-    if dtype not in TENSOR_DTYPES:
-        raise _err(_at(path, "dtype"), f"expected one of {list(TENSOR_DTYPES)}, got {dtype!r}")
-    shape = d["shape"]
-    if not isinstance(shape, list):
-        raise _err(_at(path, "shape"), f"expected an array, got {_kind(shape)}")
-    for i, s in enumerate(shape):
-        if isinstance(s, str):
-            _str(s, _at(_at(path, "shape"), i))
-        else:
-            _int(s, _at(_at(path, "shape"), i))
-    return TensorSpec(name, dtype, tuple(shape))
+def _file_ref(d: dict) -> FileRef:
+    size = d.get("size")
+    return FileRef(d["file"], d["sha256"], None if size is None else int(size), d.get("source"))
 
 
-def _tensors(v: Any, path: str) -> tuple[TensorSpec, ...]:
-    if not isinstance(v, list):
-        raise _err(path, f"expected an array, got {_kind(v)}")
-    return tuple(_tensor(t, _at(path, i)) for i, t in enumerate(v))
+def _tensor(d: dict) -> TensorSpec:
+    shape = tuple(s if isinstance(s, str) else int(s) for s in d["shape"])
+    return TensorSpec(d["name"], d["dtype"], shape)
 
 
-def _model(v: Any, path: str) -> ModelDims:
-    names = tuple(ModelDims.__dataclass_fields__)
-    d = _obj(v, path, names)
-    layers = ("decoder_layers", "memory_layers")
-    vals = {k: _int(d[k], _at(path, k), 1, MAX_LAYERS if k in layers else MAX_DIM) for k in names}
-    if vals["memory_layers"] > vals["decoder_layers"]:
-        raise _err(
-            _at(path, "memory_layers"), "cannot exceed decoder_layers (memory layers are decoder layers)"
-        )
-    return ModelDims(**vals)
+def _model(d: dict) -> ModelDims:
+    dims = ModelDims(**{k: int(d[k]) for k in ModelDims.__dataclass_fields__})
+    if dims.memory_layers > dims.decoder_layers:
+        raise _err("model.memory_layers", "cannot exceed decoder_layers (memory layers are decoder layers)")
+    return dims
 
 
-def _special_tokens(v: Any, path: str, vocab_size: int) -> dict[str, int]:
-    if not isinstance(v, dict):
-        raise _err(path, f"expected an object, got {_kind(v)}")
-    for k in REQUIRED_SPECIAL_TOKENS:
-        if k not in v:
-            raise _err(_at(path, k), "missing")
-    out = {}
-    for k, tid in v.items():
-        if not isinstance(k, str) or not k:
-            raise _err(path, "token names must be non-empty strings")
-        out[k] = _int(tid, _at(path, k), 0, vocab_size - 1)
+def _special_tokens(d: dict, vocab_size: int) -> dict[str, int]:
+    out = {k: int(v) for k, v in d.items()}
+    for k, tid in out.items():
+        if tid >= vocab_size:
+            raise _err(_at("special_tokens", k), f"expected an integer in [0, {vocab_size - 1}], got {tid}")
     return out
 
 
-def _graph(v: Any, path: str, name: str, dims: ModelDims) -> GraphEntry:
-    d = _obj(v, path, ("file", "sha256", "inputs", "outputs", "precision"), ("external_data", "size"))
-    ext = d.get("external_data", [])
-    if not isinstance(ext, list):
-        raise _err(_at(path, "external_data"), f"expected an array, got {_kind(ext)}")
+def _graph(d: dict, path: str, name: str, dims: ModelDims) -> GraphEntry:
+    size = d.get("size")
     entry = GraphEntry(
-        file=_check_relpath(d["file"], _at(path, "file")),
-        sha256=_sha(d["sha256"], _at(path, "sha256")),
-        inputs=_tensors(d["inputs"], _at(path, "inputs")),
-        outputs=_tensors(d["outputs"], _at(path, "outputs")),
-        precision=_str(d["precision"], _at(path, "precision")),
-        external_data=tuple(_file_ref(r, _at(_at(path, "external_data"), i)) for i, r in enumerate(ext)),
-        size=None if d.get("size") is None else _int(d["size"], _at(path, "size"), 0, 2**63 - 1),
+        file=d["file"],
+        sha256=d["sha256"],
+        inputs=tuple(_tensor(t) for t in d["inputs"]),
+        outputs=tuple(_tensor(t) for t in d["outputs"]),
+        precision=d["precision"],
+        external_data=tuple(_file_ref(r) for r in d.get("external_data", [])),
+        size=None if size is None else int(size),
     )
     # The I/O float dtype is what the graph declares (fp16 graphs take fp16 I/O; int8 ones usually fp32).
     floats = [t.dtype for t in entry.inputs + entry.outputs if t.dtype != "int64"]
@@ -445,87 +401,71 @@ def _compare_io(got: tuple[TensorSpec, ...], expected: list[TensorSpec], path: s
         raise _err(path, f"expected {len(expected)} tensors, got {len(got)} (first {what}: {first!r})")
 
 
-def _quantization(v: Any, path: str) -> dict[str, Any] | None:
+def _quantization(v: dict | None) -> dict[str, Any] | None:
     if v is None:
         return None
-    if not isinstance(v, dict):
-        raise _err(path, f"expected null or an object, got {_kind(v)}")
-    for k in ("scheme", "source_fingerprint"):
-        if k not in v:
-            raise _err(_at(path, k), "missing")
-    d = v
-    _str(d["scheme"], _at(path, "scheme"))
-    _str(d["source_fingerprint"], _at(path, "source_fingerprint"))
     try:  # extras are free-form but must be plain JSON, so the fingerprint is well defined
-        return json.loads(json.dumps(d, allow_nan=False, sort_keys=True))
+        return json.loads(json.dumps(v, allow_nan=False, sort_keys=True))
     except (TypeError, ValueError, RecursionError) as e:
-        raise _err(path, f"must be plain JSON ({e})") from None
+        raise _err("quantization", f"must be plain JSON ({e})") from None
 
 
-def _parse_manifest(v: Any) -> Manifest:
-    if not isinstance(v, dict):
-        raise _err("", f"manifest: expected a JSON object, got {_kind(v)}")
+def _requirements(d: dict | None) -> Requirements | None:
+    if d is None:
+        return None
+    for domain in d["ops"]:
+        if domain not in d["opset"]:
+            raise _err(
+                _at("requires.opset", domain), "missing (every domain in requires.ops needs a version)"
+            )
+    return Requirements(
+        ops={k: tuple(v) for k, v in d["ops"].items()}, opset={k: int(v) for k, v in d["opset"].items()}
+    )
+
+
+def _version(v: dict) -> int:
+    """format_version, checked before the schema: a newer package may have keys this schema does not know."""
     if v.get("format") != FORMAT:
         raise _err(
             "format", f"expected {FORMAT!r}, got {v.get('format')!r}: not an rxt-edge package manifest"
         )
     if "format_version" not in v:
         raise _err("format_version", "missing")
-    version = _int(v["format_version"], "format_version", 1, 2**31)
+    version = v["format_version"]
+    if not _schema.is_integer(version) or version < 1:
+        raise _err("format_version", f"expected an integer >= 1, got {version!r}")
     if version > FORMAT_VERSION:
         raise _err(
             "format_version",
             f"{version} is newer than this runtime supports ({FORMAT_VERSION}): the package was made by a newer "
             "rxt-edge; upgrade (pip install -U rxt-edge)",
         )
-    required = (
-        "format",
-        "format_version",
-        "created_by",
-        "model",
-        "special_tokens",
-        "tokenizer",
-        "initial_stm",
-    )
-    required += ("graphs", "precision", "opset", "source")
-    d = _obj(v, "", required, ("quantization",))
-    dims = _model(d["model"], "model")
+    return int(version)
 
-    tk = _obj(d["tokenizer"], "tokenizer", ("kind", "file"), ("sha256",))
-    if tk["kind"] not in TOKENIZER_KINDS:
-        raise _err("tokenizer.kind", f"expected one of {list(TOKENIZER_KINDS)}, got {tk['kind']!r}")
-    tokenizer = TokenizerEntry(
-        kind=tk["kind"],
-        file=_check_relpath(tk["file"], "tokenizer.file"),
-        sha256=None if tk.get("sha256") is None else _sha(tk["sha256"], "tokenizer.sha256"),
-    )
 
-    graphs_raw = d["graphs"]
-    if not isinstance(graphs_raw, dict):
-        raise _err("graphs", f"expected an object, got {_kind(graphs_raw)}")
-    for name in graphs_raw:
-        if name not in GRAPH_NAMES:
-            raise _err(_at("graphs", str(name)), f"unknown graph; expected one of {list(GRAPH_NAMES)}")
-    for name in REQUIRED_GRAPHS:
-        if name not in graphs_raw:
-            raise _err(_at("graphs", name), "missing")
-    graphs = {name: _graph(g, _at("graphs", name), name, dims) for name, g in graphs_raw.items()}
-
-    src = _obj(d["source"], "source", ("format", "fingerprint", "path"))
+def _parse_manifest(v: Any) -> Manifest:
+    if not isinstance(v, dict):
+        raise _err("", f"manifest: expected a JSON object, got {_schema.kind(v)}")
+    version = _version(v)
+    try:
+        _validator().validate(v)
+    except _schema.SchemaViolation as e:
+        raise ManifestError(str(e)) from None
+    except RecursionError:
+        raise ManifestError("manifest: nested too deeply") from None
+    dims = _model(v["model"])
+    tk = v["tokenizer"]
     return Manifest(
         model=dims,
-        special_tokens=_special_tokens(d["special_tokens"], "special_tokens", dims.vocab_size),
-        tokenizer=tokenizer,
-        initial_stm=_file_ref(d["initial_stm"], "initial_stm"),
-        graphs=graphs,
-        precision=_str(d["precision"], "precision"),
-        opset=_int(d["opset"], "opset", 1, 1000),
-        source=SourceEntry(
-            format=_str(src["format"], "source.format"),
-            fingerprint=_sha(src["fingerprint"], "source.fingerprint"),
-            path=_str(src["path"], "source.path"),
-        ),
-        quantization=_quantization(d.get("quantization"), "quantization"),
-        created_by=_str(d["created_by"], "created_by"),
+        special_tokens=_special_tokens(v["special_tokens"], dims.vocab_size),
+        tokenizer=TokenizerEntry(tk["kind"], tk["file"], tk.get("sha256")),
+        initial_stm=_file_ref(v["initial_stm"]),
+        graphs={name: _graph(g, _at("graphs", name), name, dims) for name, g in v["graphs"].items()},
+        precision=v["precision"],
+        opset=int(v["opset"]),
+        source=SourceEntry(**v["source"]),
+        quantization=_quantization(v.get("quantization")),
+        requires=_requirements(v.get("requires")),
+        created_by=v["created_by"],
         format_version=version,
     )

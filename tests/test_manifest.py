@@ -1,4 +1,5 @@
-"""The package manifest: round trip, validation messages, path confinement, file verification, fuzzing."""
+"""The package manifest: round trip, validation messages, path confinement, file verification, fuzzing; the
+JSON Schema the loader validates with (agreement with the `jsonschema` package and the docs), `requires`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,9 +22,11 @@ from rxt_edge.manifest import (
     GraphEntry,
     Manifest,
     ManifestError,
+    Requirements,
     SourceEntry,
     TokenizerEntry,
     load_manifest,
+    manifest_schema,
     resolve_file,
     sha256_file,
     verify_file,
@@ -30,6 +34,11 @@ from rxt_edge.manifest import (
     write_manifest,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = [ROOT / "models" / "demo" / "package", ROOT / "models" / "demo" / "package-int8"]
+REQUIRES = Requirements(
+    {"": ("Add", "MatMul"), "com.microsoft": ("RotaryEmbedding",)}, {"": 18, "com.microsoft": 1}
+)
 DIMS = ModelDims(
     vocab_size=300,
     dim=32,
@@ -70,6 +79,7 @@ def make_manifest(files: dict[str, bytes] | None = None, dtype: str = "float32")
         opset=23,
         source=SourceEntry("native", "ab" * 32, "/checkpoints/model.safetensors"),
         quantization=None,
+        requires=REQUIRES,
     )
 
 
@@ -142,7 +152,7 @@ def _mutated(mutate) -> dict:
         ),
         (
             lambda j: j["graphs"].__setitem__("vision", j["graphs"]["decoder"]),
-            r"graphs\.vision: unknown graph",
+            r"graphs\.vision: unknown field \(the schema defines: decoder, encoder, memory_update, memory_kv\)",
         ),
         (lambda j: j["graphs"].pop("memory_update"), r"graphs\.memory_update: missing"),
         (lambda j: j["model"].pop("stm_slots"), r"model\.stm_slots: missing"),
@@ -159,7 +169,16 @@ def _mutated(mutate) -> dict:
         (lambda j: j.__setitem__("format", "onnx"), r"format: .*not an rxt-edge package"),
         (lambda j: j["initial_stm"].__setitem__("sha256", "xyz"), r"initial_stm\.sha256: expected a sha256"),
         (lambda j: j["source"].__setitem__("fingerprint", "AB" * 32), r"source\.fingerprint"),
-        (lambda j: j.__setitem__("opset", 23.0), r"opset: expected an integer"),
+        (lambda j: j.__setitem__("opset", 23.5), r"opset: expected an integer"),
+        (lambda j: j["special_tokens"].__setitem__("mask", 7), r"special_tokens\.mask: unknown field"),
+        (lambda j: j["initial_stm"].__setitem__("source", "random"), r"initial_stm\.source: expected one of"),
+        (
+            lambda j: j["graphs"]["decoder"].__setitem__("size", None),
+            r"graphs\.decoder\.size: expected an integer",
+        ),
+        (lambda j: j["requires"]["opset"].pop("com.microsoft"), r"requires\.opset\.com\.microsoft: missing"),
+        (lambda j: j["requires"]["ops"][""].append("Add"), r'requires\.ops\[""\]\[2\]: duplicate item'),
+        (lambda j: j["requires"].__setitem__("providers", []), r"requires\.providers: unknown field"),
         (
             lambda j: j.__setitem__("quantization", {"scheme": "int8"}),
             r"quantization\.source_fingerprint: missing",
@@ -311,11 +330,17 @@ VALID = make_manifest().to_json()
 ALL_PATHS = [p for p in _paths(VALID) if p]
 
 
+SCHEMA_VALIDATOR = jsonschema.Draft202012Validator(manifest_schema())
+
+
 def _parse(j):
+    """The loader never raises anything but ManifestError, and accepts nothing the JSON Schema refuses."""
     try:
         Manifest.from_json(j)
     except ManifestError:
-        pass
+        return
+    errors = [e.message for e in SCHEMA_VALIDATOR.iter_errors(j)]
+    assert not errors, f"the loader accepted what the schema refuses: {errors}"
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
