@@ -202,6 +202,81 @@ class RxTConfig:
         return cfg
 
 
+def build_config(
+    *,
+    vocab: int,
+    dim: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    ffn: int,
+    slots: int,
+    special_tokens: dict[str, int],
+    q_heads: int | None = None,
+    encoder_ffn: int | None = None,
+    experts: int = 0,
+    top_k: int = 1,
+    shared_experts: int = 0,
+    expert_ffn: int | None = None,
+    stateless: int = 0,
+    gated_attention: bool = False,
+    variant: MemoryVariant = "self-interlayer",
+    memory_heads: tuple[int, int] | None = None,
+    groups: int = 1,
+    gate: GateMode = "elementwise",
+    max_seq_len: int = 1024,
+) -> RxTConfig:
+    """An RxT of `layers` identical memory layers from a few shape numbers: the one builder behind the
+    benchmark presets, the test configurations and the demo recipe (checkpoints carry their full config).
+
+    head_dim = dim // heads; `q_heads` (default `heads`) and `kv_heads` shape every self- and cross-attention,
+    `memory_heads` (q, kv) the memory attention (default the same). `ffn` is the dense feed-forward of every
+    decoder layer (`encoder_ffn` of the encoder's, default `ffn`); `experts` > 0 turns the decoder's memory
+    layers into MoE of `expert_ffn` (default `ffn`) with `shared_experts`. `stateless` memory-free layers go
+    before and after the memory layers (with an RMS head norm). Gates are `gate`-mode sigmoid gates; the
+    memory's self/interlayer attention exists for every variant but "simple"."""
+    hd = dim // heads
+    q_heads = heads if q_heads is None else q_heads
+    attn = AttentionConfig(q_heads, kv_heads, hd, gated=gated_attention)
+    dense = FeedForwardConfig(hidden_dim=ffn)
+    hidden = expert_ffn or ffn
+    moe = FeedForwardConfig(
+        hidden, num_experts=experts, top_k=top_k, num_shared_experts=shared_experts, shared_hidden_dim=hidden
+    )
+    mem_block = BlockConfig(
+        attn, moe if experts else dense, cross_attn=AttentionConfig(q_heads, kv_heads, hd)
+    )
+    plain = BlockConfig(attn, dense)
+    encoder_block = BlockConfig(attn, FeedForwardConfig(hidden_dim=encoder_ffn or ffn))
+    mq, mkv = memory_heads or (q_heads, kv_heads)
+    g = GateConfig(mode=gate, activation="sigmoid")
+    return RxTConfig(
+        vocab_size=vocab,
+        dim=dim,
+        stm_slots=slots,
+        decoder=DecoderConfig(
+            memory_layers=[mem_block] * layers,
+            layers_before=[plain] * stateless,
+            layers_after=[plain] * stateless,
+            head_norm="rms" if stateless else None,
+            max_seq_len=max_seq_len,
+        ),
+        encoder=EncoderConfig(layers=[encoder_block] * layers, max_seq_len=max_seq_len),
+        memory=MemoryAttentionConfig(
+            variant=variant,
+            num_layers=layers,
+            attn=AttentionConfig(mq, mkv, hd),
+            aux_attn=None if variant == "simple" else AttentionConfig(mq, mkv, hd),
+            norm=MemoryNormConfig("classic-rms"),
+            residual_gate=g,
+            aux_residual_gate=g,
+            mix_gate=g,
+            num_groups=groups,
+        ),
+        special_tokens=dict(special_tokens),
+    )
+
+
 def _build(cls: type, data: Any, where: str) -> Any:
     """Build dataclass `cls` from JSON data, naming the key path on any mismatch."""
     if not isinstance(data, dict):

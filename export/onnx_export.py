@@ -1,19 +1,16 @@
 """Canonical model -> model package: four ONNX graphs, manifest, tokenizer and initial STM.
 
-The package is built in a temporary directory beside the destination and renamed into place only when every
-graph has passed `onnx.checker` (full check) and loaded in onnxruntime with all optimizations on, so a failure
-never leaves a half-written package behind.
+The package is built by `rxt_edge.package_writer` (staged beside the destination, renamed into place whole)
+and committed only when every graph has passed `onnx.checker` (full check) and loaded in onnxruntime with all
+optimizations on, so a failure never leaves a half-written package behind.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import errno
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -22,13 +19,15 @@ import numpy as np
 import torch
 
 from rxt_edge import contract
-from rxt_edge._atomic import swap_in_directory
-from rxt_edge.manifest import Manifest, ManifestError, _created_by, sha256_file, write_manifest
+from rxt_edge.manifest import Manifest, ManifestError
+from rxt_edge.package_writer import PackageWriteError, PackageWriter
 
 from .checkpoints import SourceInfo
 from .graph_fusions import fuse_rope, fuse_shared_input_matmuls
 from .graphs import WRAPPERS, example_inputs, model_dims
 from .model import RxTModel
+from .moe import contrib_export
+from .moe_onnx import fold_expert_layouts
 
 DEFAULT_OPSET = 18
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with headroom
@@ -62,7 +61,12 @@ def export_graph(
     if graph == contract.DECODER:  # forward(input_ids, *state): the varargs form one tuple
         shapes = [shapes[0], tuple(shapes[1:])]
     n_bytes = sum(p.numel() * p.element_size() for p in wrapper.parameters())
-    with warnings.catch_warnings(), open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+    with (
+        warnings.catch_warnings(),
+        open(os.devnull, "w") as devnull,
+        contextlib.redirect_stdout(devnull),
+        contrib_export(fuse) as moe_table,  # routed experts -> com.microsoft.MoE
+    ):
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
         logging.getLogger("onnx_ir").setLevel(logging.ERROR)  # "Attribute type is ambiguous" (empty INTS)
@@ -73,11 +77,13 @@ def export_graph(
             input_names=[s.name for s in ins],
             output_names=[s.name for s in outs],
             opset_version=opset,
+            custom_translation_table=moe_table,
             dynamo=True,
             optimize=True,
             verbose=False,
         )
     if fuse:
+        fold_expert_layouts(program.model)
         fuse_rope(program.model)
         fuse_shared_input_matmuls(program.model)
     program.save(str(path), external_data=n_bytes > EXTERNAL_DATA_BYTES)
@@ -128,78 +134,39 @@ def export_package(
             f"no tokenizer found for {source.path}: put tokenizer.json or tokenizer.model in the checkpoint "
             "directory or pass --tokenizer"
         )
-    if output.exists() and not overwrite:
-        raise ExportError(f"{output} already exists; pass --overwrite to replace it")
-    if output.exists() and not output.is_dir():
-        raise ExportError(f"{output} exists and is not a directory; refusing to replace it")
-    created = [p for p in reversed(output.absolute().parents) if not p.exists()]
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        if not os.access(output.parent, os.W_OK):
-            raise PermissionError(errno.EACCES, "not writable")
-        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    except OSError as e:  # a file in the way, read-only filesystem, no permission: nothing was created
-        for d in reversed(created):
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        raise ExportError(
-            f"cannot write the package beside {output}: {output.parent}: {e.strerror or e}"
-        ) from None
-    dims = model_dims(model)
-    if PRECISIONS[precision] != torch.float32:  # Module.to() is in place: never change the caller's model
-        model = copy.deepcopy(model)
-    model = model.to(PRECISIONS[precision]).eval()
-    try:
+    tok_kind = _tokenizer_kind(tok_file)
+    try:  # before any work: a destination that may not be written or replaced is refused here
+        writer = PackageWriter(output, overwrite=overwrite, sources=[source.path, tok_file])
+    except PackageWriteError as e:
+        raise ExportError(str(e)) from None
+    with writer:
+        dims = model_dims(model)
+        if PRECISIONS[precision] != torch.float32:  # Module.to() is in place: never change the caller's model
+            model = copy.deepcopy(model)
+        model = model.to(PRECISIONS[precision]).eval()
         graphs = {}
         for name in contract.GRAPH_NAMES:
             if progress:
                 progress(name)
-            path = staging / f"{name}.onnx"
+            path = writer.path(f"{name}.onnx")
             try:
                 with torch.no_grad():
                     export_graph(model, name, path, precision, opset, fuse)
                 check_graph(path)
             except Exception as e:  # noqa: BLE001 - any exporter failure is reported with the graph name
                 raise ExportError(f"exporting the {name} graph failed: {type(e).__name__}: {e}") from e
-            ins, outs = contract.graph_io(dims, name, NP_DTYPES[precision])
-            extra = sorted(p for p in staging.iterdir() if p.name.startswith(f"{name}.onnx") and p != path)
-            graphs[name] = {
-                "file": path.name,
-                "sha256": sha256_file(path),
-                "size": path.stat().st_size,
-                "external_data": [
-                    {"file": p.name, "sha256": sha256_file(p), "size": p.stat().st_size} for p in extra
-                ],
-                "inputs": [s.to_json() for s in ins],
-                "outputs": [s.to_json() for s in outs],
-                "precision": precision,
-            }
-        stm_path = staging / "initial_stm.npy"
-        np.save(
-            stm_path,
-            model.initial_stm.detach().float().cpu().numpy().astype(NP_DTYPES[precision]),
-            allow_pickle=False,
-        )
-        tok_dest = staging / (
-            "tokenizer.json" if _tokenizer_kind(tok_file) == "tokenizers" else "tokenizer.model"
-        )
-        shutil.copyfile(tok_file, tok_dest)
+            graphs[name] = writer.graph_entry(name, dims, precision, NP_DTYPES[precision])
+        stm = model.initial_stm.detach().float().cpu().numpy().astype(NP_DTYPES[precision])
+        np.save(writer.path("initial_stm.npy"), stm, allow_pickle=False)
+        tok_name = "tokenizer.json" if tok_kind == "tokenizers" else "tokenizer.model"
+        writer.copy_in(tok_file, tok_name)
         manifest_json = {
             "format": "rxt-edge-package",
             "format_version": 1,
-            "created_by": _created_by(),
             "model": dims.to_json(),
             "special_tokens": dict(model.cfg.special_tokens),
-            "tokenizer": {
-                "kind": _tokenizer_kind(tok_file),
-                "file": tok_dest.name,
-                "sha256": sha256_file(tok_dest),
-            },
-            "initial_stm": {
-                "file": stm_path.name,
-                "sha256": sha256_file(stm_path),
-                "source": "checkpoint",
-            },
+            "tokenizer": {"kind": tok_kind, **writer.file_entry(tok_name, size=False)},
+            "initial_stm": {**writer.file_entry("initial_stm.npy", size=False), "source": "checkpoint"},
             "graphs": graphs,
             "precision": precision,
             "opset": opset,
@@ -207,15 +174,6 @@ def export_package(
             "source": {"format": source.format, "fingerprint": source.fingerprint, "path": source.path},
         }
         try:
-            manifest = Manifest.from_json(manifest_json)
+            return writer.commit(manifest_json)
         except ManifestError as e:  # e.g. special token ids outside the vocabulary
             raise ExportError(f"the checkpoint does not make a valid package: {e}") from None
-        write_manifest(staging, manifest)
-        swap_in_directory(staging, output)
-        return manifest
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        for d in reversed(created):  # parents this call created, deepest first (only if still empty)
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        raise

@@ -11,7 +11,7 @@ Torch-free: onnx + onnxruntime.quantization only. Schemes:
   runtime allocates buffers for from the manifest); for GPUs.
 
 Which graphs and which weights are quantized is a measured choice (docs/quantization.md): `DEFAULT_SCOPES`.
-The package is built in a temporary directory beside the destination and renamed into place when complete.
+The package is built by `rxt_edge.package_writer` (staged beside the destination, renamed into place whole).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import contextlib
 import io
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -32,9 +31,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from rxt_edge import contract
-from rxt_edge._atomic import swap_in_directory
-from rxt_edge.manifest import Manifest, ManifestError, _created_by, load_manifest, sha256_file, verify_files
-from rxt_edge.manifest import write_manifest as _write_manifest
+from rxt_edge.manifest import Manifest, ManifestError, load_manifest, verify_files
+from rxt_edge.package_writer import PackageWriteError, PackageWriter
 
 SCHEMES = ("int8-dynamic", "int8-block", "int4-block", "fp16")
 CPU_SCHEMES = ("int8-dynamic", "int8-block", "int4-block")
@@ -354,25 +352,6 @@ def _check_scope(scope: Scope, scheme: str) -> None:
         )
 
 
-def _graph_entry(staging: Path, name: str, precision: str, fdt: str, dims: contract.ModelDims) -> dict:
-    path = staging / f"{name}.onnx"
-    extra = sorted(p for p in staging.iterdir() if p.name.startswith(f"{name}.onnx") and p != path)
-    ins, outs = contract.graph_io(dims, name, fdt)
-    entry = {
-        "file": path.name,
-        "sha256": sha256_file(path),
-        "size": path.stat().st_size,
-        "inputs": [s.to_json() for s in ins],
-        "outputs": [s.to_json() for s in outs],
-        "precision": precision,
-    }
-    if extra:
-        entry["external_data"] = [
-            {"file": p.name, "sha256": sha256_file(p), "size": p.stat().st_size} for p in extra
-        ]
-    return entry
-
-
 def quantize_package(
     source: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -418,28 +397,23 @@ def quantize_package(
         raise QuantizeError(
             f"{src}: precision is {manifest.precision!r}; quantize an fp32 package (the exporter's default)"
         )
-    if out.resolve() == src.resolve():
-        raise QuantizeError(f"{out}: the output must be a new directory, not the source package")
-    if out.exists() and not overwrite:
-        raise QuantizeError(f"{out} already exists; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(out.parent, os.W_OK):
-        raise QuantizeError(f"{out.parent} is not writable")
+    try:  # before any work: a destination that may not be written or replaced is refused here
+        writer = PackageWriter(out, overwrite=overwrite, sources=[src])
+    except PackageWriteError as e:
+        raise QuantizeError(str(e)) from None
 
     dims = manifest.model
     fdt = "float16" if scheme == "fp16" else "float32"
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with writer:
         counts: dict[str, int] = {}
         data = manifest.to_json()
         for name in contract.GRAPH_NAMES:
             gpath = src / manifest.graphs[name].file
-            dest = staging / f"{name}.onnx"
             if name not in scope.graphs:  # copied as is: same files, same hashes
                 for ref in (manifest.graphs[name].ref, *manifest.graphs[name].external_data):
-                    (staging / ref.file).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(src / ref.file, staging / ref.file)
+                    writer.copy_in(src / ref.file, ref.file)
                 continue
+            dest = writer.path(f"{name}.onnx")
             if progress:
                 progress(name)
             model = _load(gpath)
@@ -466,29 +440,22 @@ def quantize_package(
                 raise QuantizeError(
                     f"quantizing the {name} graph ({scheme}) failed: {type(e).__name__}: {e}"
                 ) from e
-            data["graphs"][name] = _graph_entry(staging, name, scheme, fdt, dims)
+            data["graphs"][name] = writer.graph_entry(name, dims, scheme, fdt)
 
         stm_name = Path(manifest.initial_stm.file).name
         if fdt == "float32":  # unchanged: the same bytes and hash
-            shutil.copyfile(src / manifest.initial_stm.file, staging / stm_name)
+            writer.copy_in(src / manifest.initial_stm.file, stm_name)
         else:
             stm = np.load(src / manifest.initial_stm.file, allow_pickle=False).astype(fdt)
-            np.save(staging / stm_name, stm, allow_pickle=False)
-        data["initial_stm"] = {**data["initial_stm"], "file": stm_name}
-        data["initial_stm"]["sha256"] = sha256_file(staging / stm_name)
+            np.save(writer.path(stm_name), stm, allow_pickle=False)
+        data["initial_stm"] = {**data["initial_stm"], **writer.file_entry(stm_name, size=False)}
         data["initial_stm"].pop("size", None)
         tok_name = Path(manifest.tokenizer.file).name
-        shutil.copyfile(src / manifest.tokenizer.file, staging / tok_name)
-        data["tokenizer"] = {**data["tokenizer"], "file": tok_name, "sha256": sha256_file(staging / tok_name)}
+        writer.copy_in(src / manifest.tokenizer.file, tok_name)
+        data["tokenizer"] = {**data["tokenizer"], **writer.file_entry(tok_name, size=False)}
         data["precision"] = scheme
-        data["created_by"] = _created_by()
         data["quantization"] = _quantization_record(manifest, scheme, dyn, scope, counts)
-        new_manifest = Manifest.from_json(data)
-        _write_manifest(staging, new_manifest)
-        swap_in_directory(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        new_manifest = writer.commit(data)
     return QuantizeResult(out, new_manifest, scheme, preset, scope, counts)
 
 

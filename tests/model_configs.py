@@ -2,17 +2,7 @@
 
 from __future__ import annotations
 
-from rxt_edge.export.config import (
-    AttentionConfig,
-    BlockConfig,
-    DecoderConfig,
-    EncoderConfig,
-    FeedForwardConfig,
-    GateConfig,
-    MemoryAttentionConfig,
-    MemoryNormConfig,
-    RxTConfig,
-)
+from rxt_edge.export.config import RxTConfig, build_config
 
 SPECIAL = {"pad": 0, "bos": 1, "eos": 2, "query": 3, "answer": 4}
 
@@ -31,39 +21,25 @@ def tiny_config(
     stateless: int = 0,
     max_seq_len: int = 64,
 ) -> RxTConfig:
-    hd = dim // heads
-    attn = AttentionConfig(q_heads=q_heads, kv_heads=kv_heads, head_dim=hd)
-    dense = FeedForwardConfig(hidden_dim=dim * 2)
-    ffn = (
-        FeedForwardConfig(hidden_dim=dim, num_experts=4, top_k=2, num_shared_experts=1, shared_hidden_dim=dim)
-        if moe
-        else dense
-    )
-    mem_block = BlockConfig(self_attn=attn, ffn=ffn, cross_attn=AttentionConfig(q_heads, kv_heads, hd))
-    plain = BlockConfig(self_attn=attn, ffn=dense)
-    gate = GateConfig(mode="elementwise", activation="sigmoid")
-    return RxTConfig(
-        vocab_size=vocab,
+    """Dense layers of 2*dim; `moe`: 4 experts of dim (top 2, one shared); memory attention with `heads`
+    query and K/V heads whatever the decoder's GQA; grouped memory in 2 groups."""
+    return build_config(
+        vocab=vocab,
         dim=dim,
-        stm_slots=slots,
-        decoder=DecoderConfig(
-            memory_layers=[mem_block] * layers,
-            layers_before=[plain] * stateless,
-            layers_after=[plain] * stateless,
-            head_norm="rms" if stateless else None,
-            max_seq_len=max_seq_len,
-        ),
-        encoder=EncoderConfig(layers=[plain] * layers, max_seq_len=max_seq_len),
-        memory=MemoryAttentionConfig(
-            variant=variant,
-            num_layers=layers,
-            attn=AttentionConfig(heads, heads, hd),
-            aux_attn=None if variant == "simple" else AttentionConfig(heads, heads, hd),
-            norm=MemoryNormConfig("classic-rms"),
-            residual_gate=gate,
-            aux_residual_gate=gate,
-            mix_gate=gate,
-            num_groups=2 if variant == "grouped-self-interlayer" else 1,
-        ),
-        special_tokens=dict(SPECIAL),
+        layers=layers,
+        heads=heads,
+        q_heads=q_heads,
+        kv_heads=kv_heads,
+        ffn=dim * 2,
+        slots=slots,
+        special_tokens=SPECIAL,
+        experts=4 if moe else 0,
+        top_k=2,
+        shared_experts=1,
+        expert_ffn=dim,
+        stateless=stateless,
+        variant=variant,
+        memory_heads=(heads, heads),
+        groups=2 if variant == "grouped-self-interlayer" else 1,
+        max_seq_len=max_seq_len,
     )

@@ -333,7 +333,10 @@ def test_permission_denied_on_staging_is_reported(small_checkpoint, tmp_path, mo
 
 
 def _failing_export_graph(monkeypatch, fail_at: str) -> list[str]:
-    """Replace the ONNX export of each graph by a stub file; `fail_at` raises instead (fast: no real export)."""
+    """Replace the ONNX export of each graph by a stub (a one-node ONNX model: the package writer reads the
+    operators of every graph into the manifest); `fail_at` raises instead (fast: no real export)."""
+    import onnx
+    from onnx import TensorProto, helper
     from rxt_edge.export import onnx_export
 
     written: list[str] = []
@@ -341,7 +344,10 @@ def _failing_export_graph(monkeypatch, fail_at: str) -> list[str]:
     def fake(model, graph, path, precision, opset, fuse=True):
         if graph == fail_at:
             raise RuntimeError(f"simulated exporter crash in {graph}")
-        path.write_bytes(b"stub")
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+        g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], f"stub_{graph}", [x], [y])
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)]), str(path))
         written.append(graph)
 
     monkeypatch.setattr(onnx_export, "export_graph", fake)
@@ -359,15 +365,53 @@ def test_failure_mid_export_removes_the_staging_directory(small_checkpoint, tmp_
     assert _listing(tmp_path) == ["ckpt"]  # no package, no .pkg.* staging dir, no created parents
 
 
+def _contents(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
+    }
+
+
 def test_failure_mid_export_keeps_the_old_package(small_checkpoint, tmp_path, monkeypatch):
     pkg = tmp_path / "pkg"
-    pkg.mkdir()
-    (pkg / "manifest.json").write_text("old")
-    _failing_export_graph(monkeypatch, contract.MEMORY_KV)
+    _failing_export_graph(monkeypatch, "none")
+    assert _cli(["export", str(small_checkpoint), "--output", str(pkg)])[0] == 0
+    before = _contents(pkg)
+    written = _failing_export_graph(monkeypatch, contract.MEMORY_KV)
     code, _, _ = _cli(["export", str(small_checkpoint), "--output", str(pkg), "--overwrite"])
     assert code == 2
-    assert _listing(pkg) == ["manifest.json"] and (pkg / "manifest.json").read_text() == "old"
+    assert len(written) == 3  # it failed half way through the new package
+    assert _contents(pkg) == before
     assert _listing(tmp_path) == ["ckpt", "pkg"]
+
+
+@pytest.mark.parametrize(
+    "target", ["ckpt", ".", "ckpt/pkg"], ids=["the-checkpoint", "its-parent", "inside-it"]
+)
+def test_overwrite_never_touches_the_checkpoint(small_checkpoint, tmp_path, monkeypatch, target):
+    """Issue 20: `rxt-edge export ckpt -o ckpt --overwrite` replaced the checkpoint with the package."""
+    _failing_export_graph(
+        monkeypatch, "none"
+    )  # stub graphs: the old code finished (and destroyed) in a second
+    before = _contents(tmp_path)
+    output = tmp_path / target
+    code, out, _ = _cli(["export", str(small_checkpoint), "-o", str(output), "--overwrite"])
+    assert code == 2, out
+    assert "thesource" in out and "separatenewdirectory" in out
+    assert _contents(tmp_path) == before and _listing(tmp_path) == ["ckpt"]
+
+
+def test_overwrite_never_replaces_a_user_directory(small_checkpoint, tmp_path, monkeypatch):
+    """Issue 20: `-o ~/somedir --overwrite` deleted whatever the directory held."""
+    _failing_export_graph(monkeypatch, "none")
+    somedir = tmp_path / "home" / "somedir"
+    (somedir / "photos").mkdir(parents=True)
+    (somedir / "photos" / "cat.jpg").write_bytes(b"meow")
+    (somedir / "manifest.json").write_text('{"my": "own manifest"}')
+    before = _contents(somedir)
+    code, out, _ = _cli(["export", str(small_checkpoint), "-o", str(somedir), "--overwrite"])
+    assert code == 2, out
+    assert _squash("--overwrite replaces only a model package") in out
+    assert _contents(somedir) == before and _listing(somedir.parent) == ["somedir"]
 
 
 def test_special_tokens_outside_the_vocabulary_fail_cleanly(small_checkpoint, tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,9 @@ import pytest
 from rxt_edge import RxTSession
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = ("pyproject.toml", "README.md", "rxt_edge", "runtimes", "export", "apps")
+# every folder the package-dir mapping names (a new one, e.g. bench/, must not break the install)
+_PACKAGE_DIRS = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+SOURCES = ("pyproject.toml", "README.md", *dict.fromkeys(_PACKAGE_DIRS.values()))
 NETWORK_ERRORS = (
     "Could not find a version",
     "No matching distribution",

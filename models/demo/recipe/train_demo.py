@@ -60,17 +60,7 @@ import torch
 import torch.nn.functional as F
 from demo_tokenizer import SPECIAL_TOKENS
 from rxt_edge.export.checkpoints.native import load_native, save_native
-from rxt_edge.export.config import (
-    AttentionConfig,
-    BlockConfig,
-    DecoderConfig,
-    EncoderConfig,
-    FeedForwardConfig,
-    GateConfig,
-    MemoryAttentionConfig,
-    MemoryNormConfig,
-    RxTConfig,
-)
+from rxt_edge.export.config import RxTConfig, build_config
 from rxt_edge.export.model import RxTModel
 from rxt_edge.export.torch_chat import TorchConversation
 from torch import nn
@@ -103,29 +93,18 @@ def demo_config(
     max_seq_len: int = 128,
 ) -> RxTConfig:
     """The demo RxT: `layers` memory layers (= encoder layers = STM layers), GQA self/cross attention."""
-    hd = dim // heads
-    attn = AttentionConfig(q_heads=heads, kv_heads=kv_heads, head_dim=hd)
-    dense = FeedForwardConfig(hidden_dim=ffn)
-    dec_block = BlockConfig(self_attn=attn, ffn=dense, cross_attn=AttentionConfig(heads, kv_heads, hd))
-    enc_block = BlockConfig(self_attn=attn, ffn=dense)
-    g = GateConfig(mode=gate, activation="sigmoid")
-    return RxTConfig(
-        vocab_size=vocab,
+    return build_config(
+        vocab=vocab,
         dim=dim,
-        stm_slots=slots,
-        decoder=DecoderConfig(memory_layers=[dec_block] * layers, max_seq_len=max_seq_len),
-        encoder=EncoderConfig(layers=[enc_block] * layers, max_seq_len=max_seq_len),
-        memory=MemoryAttentionConfig(
-            variant=variant,
-            num_layers=layers,
-            attn=AttentionConfig(heads, kv_heads, hd),
-            aux_attn=None if variant == "simple" else AttentionConfig(heads, kv_heads, hd),
-            norm=MemoryNormConfig("classic-rms"),
-            residual_gate=g,
-            aux_residual_gate=g,
-            mix_gate=g,
-        ),
-        special_tokens=dict(special),
+        layers=layers,
+        heads=heads,
+        kv_heads=kv_heads,
+        ffn=ffn,
+        slots=slots,
+        special_tokens=special,
+        variant=variant,
+        gate=gate,
+        max_seq_len=max_seq_len,
     )
 
 
