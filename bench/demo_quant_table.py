@@ -1,7 +1,10 @@
 """The demo model's quantization table (docs/quantization.md, "The demo model"): every scheme and graph selection
 against the fp32 package, with recall on held-out probes.
 
-    python bench/demo_quant_table.py [--package models/demo/package] [--recall-n 50] [--json out.json]
+    python -m rxt_edge.bench.demo_quant_table [--package models/demo/package] [--recall-n 50] [--json out.json]
+
+Recall probes come from the demo recipe (`models/demo/recipe/demo_dialogues.py`, a folder of scripts that its
+own scripts and tests import with the folder on sys.path; done here in `main` only).
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rxt_edge.export.quant_report import DEFAULT_QUERIES, compare_packages
 from rxt_edge.export.quantize import Scope, quantize_package
 
 from rxt_edge import contract
+
+from .quant_report import DEFAULT_QUERIES, compare_packages
 
 D, E, M = contract.DECODER, contract.ENCODER, contract.MEMORY_UPDATE
 # (scheme, preset, label, scope, per_channel: None = the preset's)
@@ -41,12 +45,24 @@ def _pct(recall: dict, which: str) -> str:
     return "/".join(f"{100 * recall[which][d]:.0f}" for d in sorted(recall[which], key=int)) + "%"
 
 
+def _recall_probes(recipe: Path, n: int) -> list:
+    """`n` held-out recall probes per delay 1, 2, 4, 8 (seed 0) from the demo recipe."""
+    if not (recipe / "demo_dialogues.py").is_file():
+        raise SystemExit(f"{recipe}: no demo_dialogues.py (pass --recipe DIR)")
+    sys.path.insert(0, str(recipe))
+    import demo_dialogues
+
+    return demo_dialogues.recall_probes(n, 0, delays=(1, 2, 4, 8))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--package", type=Path, default=Path("models/demo/package"))
     ap.add_argument("--recall-n", type=int, default=50)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--recipe", type=Path, default=None, help="demo recipe folder (default: ../recipe)")
     args = ap.parse_args(argv)
+    probes = _recall_probes(args.recipe or args.package.resolve().parent / "recipe", args.recall_n)
     rows, out = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i, (scheme, preset, label, scope, per_channel) in enumerate(ROWS):
@@ -54,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.package, Path(tmp) / str(i), scheme, preset=preset, scope=scope, per_channel=per_channel
             ).output
             r = compare_packages(
-                args.package, q, queries=DEFAULT_QUERIES * 2, speed=False, recall=True, recall_n=args.recall_n
+                args.package, q, queries=DEFAULT_QUERIES * 2, speed=False, recall_probes=probes
             )
             j = r.to_json()
             drift = r.stm_drift

@@ -1,12 +1,12 @@
 """CUDA execution-provider checks and timings, run on the lent GPU machine (see docs/benchmarks.md).
 
-    python bench/gpu_check.py --out $OUT --presets tiny alpha-micro alpha-mini
+    python -m rxt_edge.bench.gpu_check --out $OUT --presets tiny alpha-micro alpha-mini
 
 For each preset: export fp32 (and fp16) packages with random weights, then
 1. correctness: 5-turn greedy conversation on the CUDA EP vs the CPU EP (tokens identical for fp32) and vs torch;
 2. the STM and its K/V stay on the device: the OrtValues' device names, and the decoder's bound inputs;
 3. speed: decode tokens/s (median over turns) on CPU and CUDA, fp32 and fp16.
-Writes gpu_check.json under --out and prints a table.
+Writes gpu_check.json under --out and prints a table. Public runtime API only (sessions, conversations, slots).
 """
 
 from __future__ import annotations
@@ -14,31 +14,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+from rxt_edge import contract
 
 
 def make_package(preset: str, root: Path, precision: str) -> tuple[Path, object]:
-    from rxt_edge.export.checkpoints import load_checkpoint, save_native
-    from rxt_edge.export.onnx_export import export_package
-    from rxt_edge.export.presets import random_model
-    from tiny_tokenizer import write_tokenizer
+    from .fixtures import export_checkpoint, preset_checkpoint
 
-    ckpt = root / f"{preset}-ckpt"
-    if not ckpt.exists():
-        save_native(random_model(preset, seed=0, scale=0.05), ckpt)
-        write_tokenizer(ckpt / "tokenizer.json")
-    model, info = load_checkpoint(ckpt)
-    pkg = root / f"{preset}-{precision}"
-    export_package(model, info, pkg, precision=precision, overwrite=True)
-    return pkg, model
+    ckpt = preset_checkpoint(preset, root / f"{preset}-ckpt", seed=0, scale=0.05)
+    return export_checkpoint(ckpt, root / f"{preset}-{precision}", precision=precision)
 
 
 def conversation_tokens(pkg: Path, provider: str, turns: int, new_tokens: int):
@@ -53,30 +42,31 @@ def conversation_tokens(pkg: Path, provider: str, turns: int, new_tokens: int):
         answers.append(ids)
         decode_rates.append(conv.last_stats.tokens_per_s)
         conv.wait_memory()
-    state = conv._state
-    devices["stm"] = state.stm[state.active].device_name()
-    devices["memory_key.0"] = state.keys[state.active][0].device_name()
-    devices["kv_cache.0"] = conv._cache.keys[0].device_name()
+    memory = conv.memory
+    devices["stm"] = memory.stm[memory.active].device_name()
+    devices["memory_key.0"] = memory.keys[memory.active][0].device_name()
+    with session.engine.lease_slot(memory) as slot:
+        devices["kv_cache.0"] = slot.cache.keys[0].device_name()
     stm = conv.stm()
     session.close()
     return answers, decode_rates, devices, stm
 
 
 def forced_decode_rate(pkg: Path, provider: str, tokens: int = 128) -> float:
-    """Decode tokens/s with EOS ignored: a fixed number of steps, median of 3 turns."""
+    """Decode tokens/s with EOS ignored: a fixed number of steps on a leased slot, median of 3 turns."""
     from rxt_edge import RxTSession
 
     session = RxTSession.load(pkg, provider=provider)
     conv = session.conversation()
-    conv._state.bind_kv_inputs(conv._decoder, conv._state.active)
     tokens = min(tokens, session.dims.max_seq_len - 8)
     rates = []
-    for t in range(4):
-        logits = conv._step([1, 3, 10 + t, 11, 12, 4], 0)
-        started = time.perf_counter()
-        for i in range(tokens):
-            logits = conv._step([int(np.argmax(logits)) % 200 + 5], 6 + i)
-        rates.append(tokens / (time.perf_counter() - started))
+    with session.engine.lease_slot(conv.memory) as slot:
+        for t in range(4):
+            logits = slot.prefill(contract.turn_prompt(session.engine.special, [10 + t, 11, 12]))
+            started = time.perf_counter()
+            for _ in range(tokens):
+                logits = slot.step(int(np.argmax(logits)) % 200 + 5)
+            rates.append(tokens / (time.perf_counter() - started))
     session.close()
     return statistics.median(rates[1:])
 

@@ -16,12 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
-from rxt_edge import contract
 from rxt_edge.session import RxTSession
 
+from .graph_driver import GraphDriver
 from .model import RxTModel
 from .torch_chat import TorchConversation
 
@@ -80,16 +79,6 @@ class VerifyReport:
         return asdict(self)
 
 
-def _sessions(package_dir: Path) -> dict[str, ort.InferenceSession]:
-    from rxt_edge.manifest import load_manifest
-
-    man = load_manifest(package_dir)
-    return {
-        n: ort.InferenceSession(str(package_dir / g.file), providers=["CPUExecutionProvider"])
-        for n, g in man.graphs.items()
-    }
-
-
 def _np(t: torch.Tensor, dtype) -> np.ndarray:
     return t.detach().cpu().numpy().astype(dtype)
 
@@ -106,7 +95,7 @@ def verify_package(
     precision = session.package.manifest.precision
     fdt = session.package.float_dtype
     tol = TOLERANCES.get(precision, TOLERANCES["fp16"])
-    graphs = _sessions(package_dir)
+    graphs = GraphDriver(session.package)
     model = model.float().eval()
     ref = TorchConversation(model)
     conv = session.conversation()
@@ -114,46 +103,28 @@ def verify_package(
     eos = model.cfg.special_tokens["eos"]
     queries = queries or DEFAULT_QUERIES
     report = VerifyReport(precision, tol, [])
-    n_layers = len(model.decoder.blocks)
     for t in range(turns):
         query = [i for i in tok.encode(queries[t % len(queries)]) if i < model.cfg.vocab_size]
         turn = ref.generate(query, max_new_tokens)
         # memory_kv graph on the torch STM, then the decoder graph teacher-forced on the torch answer
-        kv = graphs[contract.MEMORY_KV].run(None, {"stm": _np(ref.stm, fdt)})
+        kv = graphs.memory_kv(_np(ref.stm, fdt))
         tk, tv = model.memory_kv(ref.stm)
         kv_ref = [x for pair in zip(tk, tv, strict=True) for x in pair]
         kv_diff = max(float(np.abs(a - _np(b, np.float32)).max()) for a, b in zip(kv, kv_ref, strict=True))
-        feeds = {f"memory_{'key' if i % 2 == 0 else 'value'}.{i // 2}": v for i, v in enumerate(kv)}
-        hkv, hd = session.dims.self_kv_heads, session.dims.head_dim
-        past = [np.zeros((0, 1, hkv, hd), fdt) for _ in range(2 * n_layers)]
-        tokens, logit_diff = turn.prompt, 0.0
+        past, tokens, logit_diff = graphs.empty_past(), turn.prompt, 0.0
         for step, ref_logits in enumerate(turn.step_logits):
-            feeds.update({"input_ids": np.asarray([tokens], np.int64)})
-            feeds.update(
-                {
-                    (contract.past_key(i // 2) if i % 2 == 0 else contract.past_value(i // 2)): p
-                    for i, p in enumerate(past)
-                }
-            )
-            out = graphs[contract.DECODER].run(None, feeds)
-            logit_diff = max(
-                logit_diff, float(np.abs(out[0][0].astype(np.float32) - ref_logits.numpy()).max())
-            )
-            past = [np.concatenate([p, n]) for p, n in zip(past, out[1:], strict=True)]
+            logits, past = graphs.decode(tokens, past, kv)
+            logit_diff = max(logit_diff, float(np.abs(logits - ref_logits.numpy()).max()))
             if step < len(turn.answer):
                 tokens = [turn.answer[step]]
         # encoder and memory update on the same inputs
-        interaction = turn.with_eos(eos)
-        ids = np.asarray([interaction], np.int64)
-        mask = np.ones_like(ids)
-        enc = graphs[contract.ENCODER].run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        interaction = graphs.interaction(turn.prompt, turn.answer, turn.ended)
+        enc = graphs.encode(interaction)
         old_stm = ref.stm.clone()
         enc_ref = ref.update(interaction)
         enc_diff = float(np.abs(enc.astype(np.float32) - _np(enc_ref, np.float32)).max())
-        upd = graphs[contract.MEMORY_UPDATE].run(
-            None, {"stm": _np(old_stm, fdt), "encoded": _np(enc_ref, fdt), "attention_mask": mask}
-        )
-        upd_diff = float(np.abs(upd[0].astype(np.float32) - _np(ref.stm, np.float32)).max())
+        upd = graphs.memory_update(_np(old_stm, fdt), _np(enc_ref, fdt))
+        upd_diff = float(np.abs(upd.astype(np.float32) - _np(ref.stm, np.float32)).max())
         # the runtime, on its own
         runtime_before = torch.from_numpy(conv.stm().astype(np.float32))
         answer = conv.interact_ids(query, max_new_tokens=max_new_tokens)
@@ -161,7 +132,8 @@ def verify_package(
         agree = _agreement(answer, turn.answer)
         stm_diff = float(np.abs(runtime_after - _np(ref.stm, np.float32)).max())
         with torch.no_grad():
-            rt_ids = torch.tensor([turn.prompt + answer + [eos]])
+            rt_ended = graphs.ended(turn.prompt, answer, max_new_tokens)
+            rt_ids = torch.tensor([graphs.interaction(turn.prompt, answer, rt_ended)])
             rt_mask = torch.ones_like(rt_ids)
             expected = model.memory(runtime_before, model.encoder(rt_ids, rt_mask), rt_mask)
         step_diff = float(np.abs(runtime_after - expected.numpy()).max())

@@ -10,7 +10,10 @@ import sys
 import numpy as np
 import pytest
 from rxt_edge.apps.cli import app
-from rxt_edge.export.bench import BenchError, BenchOptions, curve_summary, plot_available, run_bench
+from rxt_edge.bench.options import BenchError, BenchOptions
+from rxt_edge.bench.report import plot_available
+from rxt_edge.bench.run import run_bench
+from rxt_edge.bench.stats import curve_summary
 from typer.testing import CliRunner
 
 pytest.importorskip("torch")
@@ -29,7 +32,7 @@ def bench_run(tmp_path_factory):
         "--answer-tokens", str(ANSWER), "--typing-delays", ",".join(map(str, DELAYS)), "--speed-turns", "2",
         "--update-turns", "3", "--baseline", "both", "--threads", "1", "--workdir", str(out / "work"),
         "--quantize", "int8-dynamic,int4-block", "--per-tensor",
-        "--json", str(out / "report.json"), "--markdown", str(out / "report.md"),
+        "--json-out", str(out / "report.json"), "--markdown", str(out / "report.md"),
     ]  # fmt: skip
     if plot_available():
         args += ["--plot", str(out / "latency.png")]
@@ -133,7 +136,7 @@ def test_package_bench_runs_without_torch(bench_run, tmp_path):
     argv = [
         "rxt-edge", "bench", str(work / "tiny" / "package-fp32"), "--turns", "2", "--query-tokens", "4",
         "--answer-tokens", "3", "--typing-delays", "0", "--speed-turns", "1", "--update-turns", "2",
-        "--quantize", "none", "--threads", "1", "--workdir", str(tmp_path / "w"), "--json", str(out),
+        "--quantize", "none", "--threads", "1", "--workdir", str(tmp_path / "w"), "--json-out", str(out),
     ]  # fmt: skip
     code = f"import sys; sys.modules['torch'] = None; sys.argv = {argv!r}; from rxt_edge.apps.cli import main; main()"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
@@ -147,7 +150,7 @@ def test_package_bench_runs_without_torch(bench_run, tmp_path):
 
 def test_baseline_graph_matches_torch_and_cache_reuse_changes_nothing(bench_run):
     import torch
-    from rxt_edge.export.baseline import META_FILE, StatelessChat, baseline_dims, baseline_module
+    from rxt_edge.bench.baseline import META_FILE, StatelessChat, baseline_dims, baseline_module
     from rxt_edge.export.checkpoints import load_checkpoint
 
     _, work, _ = bench_run
@@ -181,7 +184,7 @@ def test_options_are_checked():
 
 
 def test_speed_targets_are_judged_per_package_with_the_floor_ceiling():
-    from rxt_edge.export.bench import evaluate_targets
+    from rxt_edge.bench.targets import evaluate_targets
 
     def row(package, ms, floor):
         return {"package": package, "decode_ms_per_token": ms, "bandwidth_floor_ms": floor,
@@ -209,3 +212,130 @@ def test_robust_ratio_ignores_one_slow_turn():
     assert s["ratio_total_window"] == pytest.approx(1.0)  # the median window does not
     growing = [0.1 * (i + 1) for i in range(10)]
     assert curve_summary(growing, growing, window=3)["ratio_total_window"] > 3
+
+
+def test_turn_counts_scale_to_a_short_request(monkeypatch):
+    """`bench --turns 4` shortens the speed and memory-update runs too; explicit counts are kept."""
+    from rxt_edge.bench import run
+
+    short, default = BenchOptions(config="tiny", turns=4), BenchOptions(config="tiny")
+    assert (short.update_turns, short.speed_turns) == (4, 4)
+    assert (default.update_turns, default.speed_turns) == (16, 8)
+    assert BenchOptions(config="tiny", turns=4, update_turns=9, speed_turns=3).update_turns == 9
+    seen = []
+
+    def fake_run_bench(opts, console=None):
+        seen.append(opts)
+        raise BenchError("stop here")
+
+    monkeypatch.setattr(run, "run_bench", fake_run_bench)
+    result = CliRunner().invoke(app, ["bench", "--config", "tiny", "--turns", "4"])
+    assert result.exit_code != 0  # the fake stopped it after the options were built
+    assert (seen[0].turns, seen[0].update_turns, seen[0].speed_turns) == (4, 4, 4)
+
+
+def _latency(turns: int, rxt_ratio: float, base_ratio: float) -> dict:
+    curve = {"ratio_total": rxt_ratio, "ratio_total_window": rxt_ratio, "window": 2, "total_s": [0.1] * turns}
+    base = {"ratio_total_window": base_ratio, "total_s": [0.1] * turns}
+    return {"latency": {"rxt": curve, "baseline": base}}
+
+
+def test_growth_target_is_not_judged_on_too_few_turns():
+    from rxt_edge.bench.targets import MIN_GROWTH_TURNS, evaluate_targets
+
+    (few,) = evaluate_targets(_latency(4, 1.5, 1.05), BenchOptions(config="tiny", turns=4))
+    assert few["met"] is None and "too few" in few["measured"]
+    n = MIN_GROWTH_TURNS
+    (flat,) = evaluate_targets(_latency(n, 1.0, 3.0), BenchOptions(config="tiny", turns=n))
+    (grows,) = evaluate_targets(_latency(n, 1.5, 3.0), BenchOptions(config="tiny", turns=n))
+    assert flat["met"] is True and grows["met"] is False and "too few" not in flat["measured"]
+
+
+def test_load_above_the_core_count_is_warned_once(monkeypatch):
+    import io
+
+    from rich.console import Console
+    from rxt_edge.bench import run
+    from rxt_edge.bench.machine import load_warning
+
+    assert load_warning([1.5, 1.0, 1.0], cores=2) is None and load_warning(None, cores=2) is None
+    assert "load average 3.50 > 2 cores" in load_warning([3.5, 1.0, 1.0], cores=2)
+    monkeypatch.setattr(run, "run_child", lambda job, progress: {"load_average_after": [999.0, 1.0, 1.0]})
+    out = io.StringIO()
+    report = {"notes": []}
+    with run._Bars(Console(file=out, width=200)) as bars:
+        for _ in range(2):
+            run._timed(report, bars, {}, lambda d, t: None)
+    assert len(report["notes"]) == 1 and "load average 999.00" in report["notes"][0]
+    assert out.getvalue().count("warning:") == 1
+
+
+def test_log_lines_carry_no_source_file_links():
+    import io
+
+    from rich.console import Console
+    from rxt_edge.bench.run import _Bars
+
+    out = io.StringIO()
+    with _Bars(Console(file=out, width=200, force_terminal=False)) as bars:
+        bars.step("exporting the decoder graph")
+    text = out.getvalue()
+    assert "exporting the decoder graph" in text
+    assert ".py:" not in text
+
+
+def test_package_from_rxlm_gets_its_rxlm_row(exported, tmp_path):
+    """A package exported from an rxlm checkpoint whose architecture the preset mapping cannot express: its
+    rxlm twin is built from the source checkpoint (manifest source.format "rxlm"), holding the same weights."""
+    pytest.importorskip("rxlm")
+    from rxt_edge.bench.eager import rxlm_eager_speed
+    from rxt_edge.bench.prepare import prepare
+    from rxt_edge.export.checkpoints.rxlm_twin import rxlm_config, rxlm_twin
+
+    case = exported("rxlm_beta_like")
+    opts = BenchOptions(model_dir=case.package, quantize=None, baseline="none", threads=1, turns=2)
+    opts.answer_tokens, opts.query_tokens, opts.speed_turns = 3, 4, 1
+    prep = prepare(opts, tmp_path, lambda msg: None)
+    assert prep.rxlm_source.resolve() == case.checkpoint.resolve() and prep.model is not None
+    assert rxlm_config(prep.model.cfg) is None  # the preset mapping alone would skip the row
+    rx, why = rxlm_twin(prep.model, prep.rxlm_source)
+    assert rx is not None, why
+    row = rxlm_eager_speed(prep.model, rx, opts)
+    assert row["same_weights_first_logits_max_diff"] < 1e-4
+
+
+def test_baseline_export_keeps_exporter_warnings_quiet(bench_run, tmp_path, caplog, monkeypatch):
+    """`bench PKG` exports only the baseline in its process: onnx_ir's internal warnings must not leak (and the
+    loggers' levels are restored afterwards)."""
+    import logging
+
+    from rxt_edge.bench.baseline import export_baseline
+    from rxt_edge.export.checkpoints import load_checkpoint
+
+    _, work, _ = bench_run
+    model, _ = load_checkpoint(str(work / "tiny" / "checkpoint"))
+    onnx_ir = logging.getLogger("onnx_ir")
+    monkeypatch.setattr(onnx_ir, "level", logging.NOTSET)  # as in a process that has exported nothing else
+    with caplog.at_level(logging.WARNING):
+        export_baseline(model, tmp_path / "baseline")
+    assert [r.getMessage() for r in caplog.records if r.name.startswith(("onnx_ir", "torch.onnx"))] == []
+    assert onnx_ir.level == logging.NOTSET
+
+
+def test_a_rebuild_for_another_seed_deletes_only_what_the_bench_wrote(tmp_path):
+    """`--workdir` is the user's: a preset's cached build is removed for another seed only when it holds nothing
+    else (issue 20: nothing lost)."""
+    from rxt_edge.bench.options import BenchError
+    from rxt_edge.bench.prepare import _remove_own_build
+
+    root = tmp_path / "tiny"
+    for d in ("checkpoint", "package-fp32", "package-int8-dynamic-avx2", "baseline", ".package-fp32.x1y2"):
+        (root / d).mkdir(parents=True)
+    (root / "preset.json").write_text("{}")
+    (root / "my-notes.txt").write_text("mine")
+    with pytest.raises(BenchError, match=r"did not write \(my-notes.txt\)"):
+        _remove_own_build(root)
+    assert (root / "my-notes.txt").read_text() == "mine" and (root / "checkpoint").is_dir()
+    (root / "my-notes.txt").unlink()
+    _remove_own_build(root)
+    assert not root.exists()

@@ -17,7 +17,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
-from rxt_edge.export.quant_report import compare_packages, kl_divergence, positional_agreement
+from rxt_edge.bench.quant_report import compare_packages, kl_divergence, positional_agreement
 from rxt_edge.export.quantize import (
     CPU_SCHEMES,
     DYNAMIC_PRESETS,
@@ -372,6 +372,51 @@ def test_cli_quantize_json(tiny_package: Path, tmp_path: Path) -> None:
     assert again.exit_code == 2 and "already exists" in " ".join(again.output.split())  # rich wraps lines
 
 
+def _contents(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
+    }
+
+
+def _cli_quantize(source: Path, output: Path) -> tuple[int, str]:
+    from rxt_edge.apps.cli import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(
+        app, ["quantize", str(source), "-o", str(output), "--overwrite", "--no-report"]
+    )
+    return result.exit_code, " ".join(result.output.split())  # rich wraps lines
+
+
+@pytest.mark.parametrize("target", ["models", "models/pkg", "models/pkg/q8"])
+def test_overwrite_never_deletes_the_source_or_its_siblings(
+    tiny_package: Path, tmp_path: Path, target
+) -> None:
+    """Issue 20: `rxt-edge quantize models/pkg -o models --overwrite --no-report` deleted the source package and
+    everything beside it."""
+    models = tmp_path / "models"
+    shutil.copytree(tiny_package, models / "pkg")
+    shutil.copytree(tiny_package, models / "other")
+    (models / "notes.txt").write_text("mine")
+    before = _contents(tmp_path)
+    code, out = _cli_quantize(models / "pkg", tmp_path / target)
+    assert code == 2, out
+    assert "the source" in out and "separate new directory" in out
+    assert _contents(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["models"]
+
+
+def test_overwrite_never_replaces_a_user_directory(tiny_package: Path, tmp_path: Path) -> None:
+    """Issue 20: `quantize ... -o ~/somedir --overwrite` deleted the user's files."""
+    somedir = tmp_path / "home" / "somedir"
+    (somedir / "photos").mkdir(parents=True)
+    (somedir / "photos" / "cat.jpg").write_bytes(b"meow")
+    before = _contents(somedir)
+    code, out = _cli_quantize(tiny_package, somedir)
+    assert code == 2, out
+    assert "has no manifest.json" in out and "--overwrite replaces only a model package" in out
+    assert _contents(somedir) == before and sorted(p.name for p in somedir.parent.iterdir()) == ["somedir"]
+
+
 def test_kl_and_agreement_metrics() -> None:
     rng = np.random.default_rng(0)
     p = rng.standard_normal((4, 50))
@@ -388,21 +433,32 @@ def test_kl_and_agreement_metrics() -> None:
     assert positional_agreement([], []) == 1.0
 
 
-def test_recall_is_measured_beside_the_demo_recipe(tiny_package: Path, quantized, tmp_path: Path) -> None:
-    """A package with `../recipe/demo_dialogues.py` (the demo model's layout) gets recall per delay."""
-    recipe = Path(__file__).resolve().parents[1] / "models" / "demo" / "recipe" / "demo_dialogues.py"
-    (tmp_path / "recipe").mkdir()
-    shutil.copyfile(recipe, tmp_path / "recipe" / "demo_dialogues.py")
-    source = tmp_path / "package"
-    shutil.copytree(tiny_package, source)
+def test_recall_is_measured_on_given_probes(tiny_package: Path, quantized, monkeypatch) -> None:
+    """Recall probes passed in (the demo recipe's, as bench/demo_quant_table.py passes them) give recall per
+    delay for both packages; without probes there is no recall section."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "models" / "demo" / "recipe"))
+    import demo_dialogues
+
+    probes = demo_dialogues.recall_probes(2, 0, delays=(1, 2, 4, 8))
     report = compare_packages(
-        source, quantized("int8-dynamic"), max_new_tokens=4, speed=False, recall_n=2, threads=1
+        tiny_package,
+        quantized("int8-dynamic"),
+        max_new_tokens=4,
+        speed=False,
+        recall_probes=probes,
+        threads=1,
     )
     assert set(report.recall) == {"source", "quantized"}
     for side in report.recall.values():
         assert list(side) == ["1", "2", "4", "8"]
         assert all(0.0 <= v <= 1.0 for v in side.values())
-    no_recall = compare_packages(
-        source, quantized("int8-dynamic"), max_new_tokens=4, speed=False, recall=False
-    )
+    no_recall = compare_packages(tiny_package, quantized("int8-dynamic"), max_new_tokens=4, speed=False)
     assert no_recall.recall is None
+
+
+def test_recall_hit_is_a_whole_word_match() -> None:
+    from rxt_edge.bench.quant_report import contains_value
+
+    assert contains_value("You live in Paris.", "paris")
+    assert not contains_value("You live in Parisville.", "Paris")
+    assert contains_value("It is New York, I think", "New York")

@@ -1,6 +1,6 @@
 """Quantization benchmark (not a test): a random-weight preset, fp32 against every scheme, on this machine.
 
-    python -m rxt_edge.export.quant_bench --config alpha-mini --workdir /tmp/rxt-qbench --json qbench.json
+    python -m rxt_edge.bench.quant_bench --config alpha-mini --workdir /tmp/rxt-qbench --json qbench.json
 
 Exports the preset once (torch; reused from `--workdir`), quantizes it with each scheme, then measures:
 - decode ms/token, prompt ms, memory-update ms with the real runtime, the packages interleaved `--repeats`
@@ -19,11 +19,12 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from rxt_edge.export.quantize import Scope, quantize_package
+
 from rxt_edge import contract
 from rxt_edge.package import load_package
 
 from .quant_report import DEFAULT_QUERIES, SpeedProbe, compare_packages
-from .quantize import Scope, quantize_package
 
 # (label, scheme, preset)
 VARIANTS = [
@@ -50,21 +51,15 @@ def log(msg: str) -> None:
 
 def build_source(config: str, seed: int, scale: float, workdir: Path) -> Path:
     """The fp32 package of a random-weight preset, exported once into `workdir`."""
-    from .bench import write_bench_tokenizer
-    from .checkpoints import load_checkpoint, save_native
-    from .onnx_export import export_package
-    from .presets import random_model
+    from .fixtures import export_checkpoint, preset_checkpoint
 
     root = workdir / f"{config}-seed{seed}-scale{scale:g}"
     pkg = root / "fp32"
     if (pkg / "manifest.json").is_file():
         return pkg
-    ckpt = root / "checkpoint"
     log(f"building {config} (seed {seed}, scale {scale})")
-    save_native(random_model(config, seed=seed, scale=scale), ckpt)
-    write_bench_tokenizer(ckpt / "tokenizer.json")
-    model, source = load_checkpoint(str(ckpt))
-    export_package(model, source, pkg, overwrite=True, progress=lambda g: log(f"exporting {g}"))
+    ckpt = preset_checkpoint(config, root / "checkpoint", seed=seed, scale=scale)
+    export_checkpoint(ckpt, pkg, progress=lambda g: log(f"exporting {g}"))
     return pkg
 
 

@@ -1,7 +1,7 @@
 """The quantization report: a quantized package against its source on a fixed multi-turn script.
 
-numpy + onnxruntime only. Quality is measured with a plain driver of the four graphs (`GraphRunner`) so both
-packages see exactly the same inputs:
+numpy + onnxruntime only. Quality is measured with the plain driver of the four graphs that `verify` uses too
+(`rxt_edge.export.graph_driver.GraphDriver`), so both packages see exactly the same inputs:
 - teacher-forced on the source's greedy answers: mean KL(source || quantized) of the next-token distributions,
   top-1 agreement, and the STM drift after each turn (both packages write their memory from the same
   interactions, each with its own encoder and memory-update graphs, so the drift is the numerical error that
@@ -9,25 +9,22 @@ packages see exactly the same inputs:
 - free-running greedy: each package holds its own conversation; token agreement per position.
 Speed is measured with the real runtime (`RxTSession`, IOBinding): decode ms/token, prompt ms and memory-update
 ms, medians over turns after a warm-up turn, with the memory update finished before each turn so it does not
-compete for the cores. On a package with a `recipe/demo_dialogues.py` beside it (the demo model) the report adds
-recall accuracy at delays 1, 2, 4, 8.
+compete for the cores. Given recall probes (the demo model's `recall_probes` from its recipe, passed in by the
+caller: `bench/demo_quant_table.py`), the report adds recall accuracy per delay.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import re
 import statistics
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-import onnxruntime as ort
-from rxt_edge.runtimes import providers
+from rxt_edge.export.graph_driver import GraphDriver
 
-from rxt_edge import contract
 from rxt_edge.package import ModelPackage, load_package
 
 DEFAULT_QUERIES = (
@@ -38,91 +35,6 @@ DEFAULT_QUERIES = (
     "Where do I live?",
     "Thank you, goodbye!",
 )
-RECALL_DELAYS = (1, 2, 4, 8)
-
-
-class GraphRunner:
-    """The four graphs run with plain numpy I/O: one turn, greedy or teacher-forced, and the memory update."""
-
-    def __init__(self, package: ModelPackage, threads: int | None = None, provider: str = "cpu"):
-        self.package = package
-        self.dims = package.manifest.model
-        self.special = package.manifest.special_tokens
-        self.dtype = package.float_dtype
-        plist, popts = providers.resolve_provider(provider)
-        self.sessions = {}
-        for name in contract.GRAPH_NAMES:
-            opts = providers.make_session_options(provider, threads=threads)
-            self.sessions[name] = ort.InferenceSession(
-                str(package.graph_path(name)), opts, providers=plist, provider_options=popts
-            )
-
-    @classmethod
-    def load(cls, directory: str | Path, threads: int | None = None, provider: str = "cpu") -> GraphRunner:
-        return cls(load_package(directory), threads, provider)
-
-    def prompt(self, query: Sequence[int]) -> list[int]:
-        sp = self.special
-        return [sp["bos"], sp["query"], *query, sp["answer"]]
-
-    def memory_kv(self, stm: np.ndarray) -> list[np.ndarray]:
-        return self.sessions[contract.MEMORY_KV].run(None, {"stm": stm.astype(self.dtype)})
-
-    def _empty_past(self) -> list[np.ndarray]:
-        d = self.dims
-        shape = (0, 1, d.self_kv_heads, d.head_dim)
-        return [np.zeros(shape, self.dtype) for _ in range(2 * d.decoder_layers)]
-
-    def _decode(self, ids: Sequence[int], past: list[np.ndarray], mem: list[np.ndarray]):
-        feeds: dict[str, np.ndarray] = {"input_ids": np.asarray([ids], np.int64)}
-        for i in range(self.dims.decoder_layers):
-            feeds[contract.past_key(i)] = past[2 * i]
-            feeds[contract.past_value(i)] = past[2 * i + 1]
-        for i in range(self.dims.memory_layers):
-            feeds[contract.memory_key(i)] = mem[2 * i]
-            feeds[contract.memory_value(i)] = mem[2 * i + 1]
-        out = self.sessions[contract.DECODER].run(None, feeds)
-        new_past = [np.concatenate([p, n], axis=0) for p, n in zip(past, out[1:], strict=True)]
-        return out[0][0].astype(np.float32), new_past
-
-    def answer_logits(
-        self, stm: np.ndarray, prompt: Sequence[int], answer: Sequence[int] | None, max_new: int
-    ) -> tuple[list[int], np.ndarray]:
-        """Greedy answer (or the given `answer`, teacher-forced) and the logits that predicted each token.
-
-        Returns (answer ids without EOS, logits [steps, vocab]); steps include the position that predicted EOS
-        when the answer stopped there."""
-        mem = self.memory_kv(stm)
-        logits, past = self._decode(list(prompt), self._empty_past(), mem)
-        budget = min(max_new, self.dims.max_seq_len - len(prompt) - 1)
-        rows, out = [logits], []
-        while True:
-            if answer is None:
-                token = int(np.argmax(logits))
-                if token == self.special["eos"] or len(out) >= budget:
-                    break
-            else:
-                if len(out) >= len(answer):
-                    break
-                token = int(answer[len(out)])
-            out.append(token)
-            if answer is None and len(out) >= budget:
-                break
-            logits, past = self._decode([token], past, mem)
-            rows.append(logits)
-        return out, np.stack(rows)
-
-    def update(self, stm: np.ndarray, interaction: Sequence[int]) -> np.ndarray:
-        ids = np.asarray([interaction], np.int64)
-        mask = np.ones_like(ids)
-        (encoded,) = self.sessions[contract.ENCODER].run(None, {"input_ids": ids, "attention_mask": mask})
-        out = self.sessions[contract.MEMORY_UPDATE].run(
-            None, {"stm": stm.astype(self.dtype), "encoded": encoded, "attention_mask": mask}
-        )
-        return out[0]
-
-    def interaction(self, prompt: Sequence[int], answer: Sequence[int]) -> list[int]:
-        return [*prompt, *answer, self.special["eos"]]
 
 
 # ---------------------------------------------------------------- metrics
@@ -199,7 +111,7 @@ def _encode_queries(pkg: ModelPackage, queries: Sequence[str], room: int) -> lis
 
 
 def quality(
-    src: GraphRunner, q: GraphRunner, queries: Sequence[Sequence[int]], max_new: int
+    src: GraphDriver, q: GraphDriver, queries: Sequence[Sequence[int]], max_new: int
 ) -> dict[str, Any]:
     """Teacher-forced KL / top-1 / STM drift, and free-running greedy agreement."""
     stm_s = src.package.initial_stm
@@ -212,7 +124,7 @@ def quality(
         n = min(len(ls), len(lq))
         kls.append(kl_divergence(ls[:n], lq[:n]))
         top1.append(np.argmax(ls[:n], axis=-1) == np.argmax(lq[:n], axis=-1))
-        inter = src.interaction(prompt, answer)
+        inter = src.interaction(prompt, answer, src.ended(prompt, answer, max_new))
         stm_s, stm_q = src.update(stm_s, inter), q.update(stm_q, inter)
         a, b = stm_s.astype(np.float64), stm_q.astype(np.float64)
         drift.append(float(np.linalg.norm(b - a) / max(np.linalg.norm(a), 1e-30)))
@@ -227,7 +139,7 @@ def quality(
         agree.append(positional_agreement(ref, ans_q))
         same += ans_q == ref
         q_answers.append(ans_q)
-        stm_q = q.update(stm_q, q.interaction(prompt, ans_q))
+        stm_q = q.update(stm_q, q.interaction(prompt, ans_q, q.ended(prompt, ans_q, max_new)))
     all_kl = np.concatenate(kls) if kls else np.zeros(0)
     all_top1 = np.concatenate(top1) if top1 else np.zeros(0, bool)
     return {
@@ -312,35 +224,36 @@ def measure_speed(
 # ---------------------------------------------------------------- recall (demo model)
 
 
-def _demo_recipe(package_dir: Path):
-    """The demo model's dialogue recipe (`../recipe/demo_dialogues.py` beside the package), or None."""
-    path = package_dir.resolve().parent / "recipe" / "demo_dialogues.py"
-    if not path.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location("rxt_demo_dialogues", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("rxt_demo_dialogues", module)
-    spec.loader.exec_module(module)
-    return module
+class RecallProbe(Protocol):
+    """One recall probe (the demo recipe's `Probe`): history turns, then a question whose answer must contain
+    `expected`; `delay` is how many turns back the fact was told."""
+
+    delay: int
+    expected: str
+    turns: Sequence[Any]  # each with .query and .answer text; the last one's query is the question
 
 
-def recall_accuracy(
-    runner: GraphRunner, recipe, n: int = 9, seed: int = 0, delays: Sequence[int] = RECALL_DELAYS
-) -> dict[str, float]:
+def contains_value(text: str, value: str) -> bool:
+    """Whether `value` occurs in `text` as a whole word, ignoring case (the recall hit rule)."""
+    return re.search(rf"(?<!\w){re.escape(value)}(?!\w)", text, flags=re.IGNORECASE) is not None
+
+
+def recall_accuracy(runner: GraphDriver, probes: Sequence[RecallProbe]) -> dict[str, float]:
     """Share of recall probes answered with the told value, per delay (feeds the given history into memory)."""
     tok = runner.package.tokenizer
-    room = runner.dims.max_seq_len - 8
-    hits: dict[int, list[bool]] = {d: [] for d in delays}
-    for probe in recipe.recall_probes(n, seed, delays=tuple(delays)):
+    limit = runner.dims.max_seq_len
+    room = limit - 8
+    hits: dict[int, list[bool]] = {}
+    for probe in probes:
         stm = runner.package.initial_stm
         for turn in probe.turns[:-1]:
             prompt = runner.prompt(tok.encode(turn.query)[:room])
-            answer = tok.encode(turn.answer)[: max(0, runner.dims.max_seq_len - len(prompt) - 1)]
+            answer = tok.encode(turn.answer)[: max(0, limit - len(prompt) - 1)]
             stm = runner.update(stm, runner.interaction(prompt, answer))
         prompt = runner.prompt(tok.encode(probe.turns[-1].query)[:room])
         answer, _ = runner.answer_logits(stm, prompt, None, 32)
-        hits[probe.delay].append(bool(recipe.contains_value(tok.decode(answer), probe.expected)))
-    return {str(d): float(np.mean(h)) if h else 0.0 for d, h in hits.items()}
+        hits.setdefault(probe.delay, []).append(contains_value(tok.decode(answer), probe.expected))
+    return {str(d): float(np.mean(hits[d])) for d in sorted(hits)}
 
 
 # ---------------------------------------------------------------- report
@@ -353,20 +266,19 @@ def compare_packages(
     max_new_tokens: int = 24,
     threads: int | None = None,
     speed: bool = True,
-    recall: bool | None = None,
-    recall_n: int = 9,
+    recall_probes: Sequence[RecallProbe] | None = None,
     repeats: int = 1,
     provider: str = "cpu",
 ) -> QuantReport:
     """Compare `quantized` with its `source` package (see the module docstring for what is measured).
 
-    `recall`: None = on when the source has the demo recipe beside it; `repeats`: timed runs of the script;
+    `recall_probes`: recall accuracy on these probes, both packages (None: no recall); `repeats`: timed runs;
     `provider`: the execution provider of both packages ("cuda" for an fp16 package on a GPU)."""
     src_pkg, q_pkg = load_package(source), load_package(quantized)
     if src_pkg.manifest.model != q_pkg.manifest.model:
         raise ValueError(f"{quantized}: model dims differ from {source}; not a quantized copy of it")
     qrec = q_pkg.manifest.quantization or {}
-    src_r, q_r = GraphRunner(src_pkg, threads, provider), GraphRunner(q_pkg, threads, provider)
+    src_r, q_r = GraphDriver(src_pkg, threads, provider), GraphDriver(q_pkg, threads, provider)
     room = src_pkg.manifest.model.max_seq_len - 6
     ids = _encode_queries(src_pkg, queries, room)
     qual = quality(src_r, q_r, ids, max_new_tokens)
@@ -388,11 +300,10 @@ def compare_packages(
         a, b = timing["source"].decode_ms_per_token, timing["quantized"].decode_ms_per_token
         speedup = a / b if a and b else None
     recall_result = None
-    recipe = _demo_recipe(Path(source)) if recall is not False else None
-    if recipe is not None:
+    if recall_probes:
         recall_result = {
-            "source": recall_accuracy(src_r, recipe, recall_n),
-            "quantized": recall_accuracy(q_r, recipe, recall_n),
+            "source": recall_accuracy(src_r, recall_probes),
+            "quantized": recall_accuracy(q_r, recall_probes),
         }
     return QuantReport(
         source=str(source),

@@ -4,8 +4,8 @@ RxT is compared against a same-size decoder-only chat model: the RxT model's own
 layers, heads, feed-forward, vocabulary and weights) with the memory cross-attention removed. It has no STM, so
 every turn it re-reads the whole conversation (every earlier query and answer, then the new query), as a chat LLM
 does. It is exported to ONNX like the RxT decoder and run through the same onnxruntime machinery (IOBinding, one
-preallocated sequence-major KV buffer per layer written in place, rxt_edge/engine.py), so the two latency curves
-differ only by what each model has to read. The graph follows the decoder contract (rxt_edge/contract.py) with
+preallocated sequence-major KV buffer per layer written in place: `rxt_edge.decoding.KVCache`), so the two
+latency curves differ only by what each model has to read. The graph follows the decoder contract (rxt_edge/contract.py) with
 zero memory layers: `input_ids, past_key.i, past_value.i -> logits, new_key.i, new_value.i`.
 
 The export half needs torch (imported inside the functions); `StatelessChat`, the runner, does not.
@@ -19,6 +19,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,12 +30,14 @@ from rxt_edge.runtimes import providers
 
 from rxt_edge import contract
 from rxt_edge.contract import ModelDims
-from rxt_edge.engine import DeviceBuffers, KVCache
+from rxt_edge.decoding import KVCache
+from rxt_edge.engine import DeviceBuffers
+from rxt_edge.package_writer import PackageWriter
 from rxt_edge.sampling import SamplingConfig, sample_next
 
 if TYPE_CHECKING:
-    from .config import DecoderConfig, RxTConfig
-    from .model import RxTModel
+    from rxt_edge.export.config import DecoderConfig, RxTConfig
+    from rxt_edge.export.model import RxTModel
 
 GRAPH_FILE = "baseline_decoder.onnx"
 META_FILE = "baseline.json"
@@ -44,7 +47,7 @@ GREEDY = SamplingConfig(temperature=0.0)
 # ------------------------------------------------------------------------------------------- export (torch)
 def baseline_decoder_config(cfg: RxTConfig) -> DecoderConfig:
     """Every decoder layer of `cfg` (memory-free ones included) with its memory cross-attention removed."""
-    from .config import DecoderConfig
+    from rxt_edge.export.config import DecoderConfig
 
     layers = [replace(b, cross_attn=None) for b in cfg.decoder.all_layers]
     return DecoderConfig(
@@ -58,7 +61,7 @@ def baseline_decoder_config(cfg: RxTConfig) -> DecoderConfig:
 
 def baseline_dims(model: RxTModel) -> ModelDims:
     """The RxT decoder's dims with no memory: the contract then declares no memory_key/value inputs."""
-    from .graphs import model_dims
+    from rxt_edge.export.graphs import model_dims
 
     return replace(model_dims(model), memory_layers=0, stm_slots=0, cross_kv_heads=0)
 
@@ -67,9 +70,8 @@ def baseline_module(model: RxTModel):
     """A torch module `(input_ids, past_key.0, past_value.0, ...) -> (logits, new_key.0, new_value.0, ...)`
     holding the RxT decoder's weights (all but the cross-attention)."""
     import torch
+    from rxt_edge.export.model import Decoder
     from torch import nn
-
-    from .model import Decoder
 
     class BaselineGraph(nn.Module):
         def __init__(self) -> None:
@@ -96,50 +98,66 @@ def unique_params(module) -> int:
     return sum(p.numel() for p in {id(p): p for p in module.parameters()}.values())
 
 
+@contextlib.contextmanager
+def _quiet_loggers(*names: str) -> Iterator[None]:
+    """Exporter chatter (warnings about the exporter's own internals) is no news to a bench user."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def export_baseline(model: RxTModel, directory: str | Path) -> Path:
-    """Write `baseline_decoder.onnx` and `baseline.json` (dims, parameters, [EOS] id) into `directory`."""
+    """Write `baseline_decoder.onnx` and `baseline.json` (dims, parameters, [EOS] id) into the new `directory`.
+
+    Through the package writer (staged beside it, swapped in whole): an interrupted export leaves no directory,
+    so a `baseline.json` always comes with its graph. Not a model package (one graph, no manifest), so it is
+    published as staged and never replaces an existing directory."""
     import torch
+    from rxt_edge.export.graphs import example_inputs
+    from rxt_edge.export.onnx_export import DEFAULT_OPSET, EXTERNAL_DATA_BYTES, _dynamic_shapes, check_graph
 
-    from .graphs import example_inputs
-    from .onnx_export import DEFAULT_OPSET, EXTERNAL_DATA_BYTES, _dynamic_shapes, check_graph
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     dims = baseline_dims(model)
     wrapper = baseline_module(model)
     ins, outs = contract.graph_io(dims, contract.DECODER)
     args = example_inputs(dims, contract.DECODER, model.decoder.embed.weight.dtype)
     shapes = _dynamic_shapes(ins)
-    path = directory / GRAPH_FILE
     n_bytes = sum(p.numel() * p.element_size() for p in wrapper.parameters())
-    with (
-        torch.no_grad(),
-        warnings.catch_warnings(),
-        open(os.devnull, "w") as devnull,
-        contextlib.redirect_stdout(devnull),
-    ):
-        warnings.simplefilter("ignore")
-        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-        program = torch.onnx.export(
-            wrapper,
-            args,
-            dynamic_shapes=(shapes[0], tuple(shapes[1:])),  # forward(input_ids, *state)
-            input_names=[s.name for s in ins],
-            output_names=[s.name for s in outs],
-            opset_version=DEFAULT_OPSET,
-            dynamo=True,
-            optimize=True,
-            verbose=False,
-        )
-    program.save(str(path), external_data=n_bytes > EXTERNAL_DATA_BYTES)
-    check_graph(path)
-    meta = {
-        "dims": dims.to_json(),
-        "params": unique_params(wrapper),
-        "eos": int(model.cfg.special_tokens["eos"]),
-    }
-    (directory / META_FILE).write_text(json.dumps(meta, indent=2))
-    return path
+    with PackageWriter(directory) as writer:
+        path = writer.path(GRAPH_FILE)
+        with (
+            torch.no_grad(),
+            warnings.catch_warnings(),
+            open(os.devnull, "w") as devnull,
+            contextlib.redirect_stdout(devnull),
+            _quiet_loggers("torch.onnx", "onnx_ir"),  # onnx_ir: "Attribute type is ambiguous" (empty INTS)
+        ):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                wrapper,
+                args,
+                dynamic_shapes=(shapes[0], tuple(shapes[1:])),  # forward(input_ids, *state)
+                input_names=[s.name for s in ins],
+                output_names=[s.name for s in outs],
+                opset_version=DEFAULT_OPSET,
+                dynamo=True,
+                optimize=True,
+                verbose=False,
+            )
+        program.save(str(path), external_data=n_bytes > EXTERNAL_DATA_BYTES)
+        check_graph(path)
+        meta = {
+            "dims": dims.to_json(),
+            "params": unique_params(wrapper),
+            "eos": int(model.cfg.special_tokens["eos"]),
+        }
+        writer.path(META_FILE).write_text(json.dumps(meta, indent=2))
+        return writer.publish() / GRAPH_FILE
 
 
 # ------------------------------------------------------------------------------------------- runner (no torch)

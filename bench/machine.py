@@ -1,0 +1,185 @@
+"""The machine probe: what the machine is (CPU, cores, RAM, versions), how busy it is, how fast its memory is,
+and what a process or a package costs (peak RSS, device memory, bytes on disk, weight bytes read per token).
+
+numpy and the standard library only (onnx for `decoder_bytes_per_token`, torch for its version, both optional),
+so the torch-free child processes use it too.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def dir_bytes(path: Path) -> int:
+    """Bytes of every file under `path` (a package's size on disk)."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, RAM, OS and library versions (what docs/benchmarks.md needs to name the machine)."""
+    import onnxruntime
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                ram = round(int(line.split()[1]) / 1024**2, 1)
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "ram_gib": ram,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:
+        info["torch"] = None
+    return info
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15-minute load averages (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def load_warning(load: list[float] | None, cores: int | None = None) -> str | None:
+    """A warning when the 1-minute load average exceeds the core count: other work then competes for the cores
+    and the timings are not the machine's own (None when the load is fine or unknown)."""
+    cores = cores or os.cpu_count() or 1
+    if not load or load[0] <= cores:
+        return None
+    return (
+        f"the machine was loaded while timing (load average {load[0]:.2f} > {cores} cores): "
+        "other work competed for the cores, so these timings are slower and noisier than the machine's own"
+    )
+
+
+def measure_bandwidth(threads: int, mib: int = 1024, repeats: int = 5) -> dict[str, Any]:
+    """Memory bandwidth, STREAM-'Copy' style: `threads` threads copy disjoint slices of a `mib` MiB float32 array
+    into another with numpy (which releases the GIL); bytes moved = 2 x array size (read + write, STREAM's
+    convention, write-allocate traffic not counted); best of `repeats`. Arrays are far larger than the caches."""
+    n = mib * 1024 * 1024 // 4
+    a = np.ones(n, np.float32)
+    b = np.zeros(n, np.float32)  # both touched: no page faults inside the timed copies
+    bounds = [(i * n // threads, (i + 1) * n // threads) for i in range(threads)]
+    best = math.inf
+    for _ in range(repeats):
+        workers = [threading.Thread(target=np.copyto, args=(b[s:e], a[s:e])) for s, e in bounds]
+        t0 = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        best = min(best, time.perf_counter() - t0)
+    return {
+        "gb_per_s": 2 * a.nbytes / best / 1e9,
+        "method": f"numpy copy of a {mib} MiB float32 array by {threads} thread(s), 2 x bytes per copy "
+        f"(STREAM Copy convention), best of {repeats}",
+    }
+
+
+def decoder_bytes_per_token(package_dir: Path) -> dict[str, Any]:
+    """Bytes of weights the decoder graph reads per generated token: every initializer in its stored dtype,
+    except embedding tables (initializers read only by Gather), of which one row is read. Needs `onnx`."""
+    import onnx
+
+    from rxt_edge.manifest import load_manifest
+
+    manifest = load_manifest(package_dir)
+    path = Path(package_dir) / manifest.graphs["decoder"].file
+    model = onnx.load(str(path), load_external_data=False)
+    consumers: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            consumers.setdefault(name, []).append(
+                node.op_type if (node.op_type != "Gather" or i == 0) else "x"
+            )
+    total = embed = 0
+    for init in model.graph.initializer:
+        item = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
+        dims = list(init.dims)
+        numel = int(np.prod(dims)) if dims else 1
+        ops = consumers.get(init.name, [])
+        if ops and all(op == "Gather" for op in ops) and len(dims) == 2:
+            embed += numel * item
+            total += dims[1] * item
+        else:
+            total += numel * item
+    d = manifest.model
+    fbytes = 2 if manifest.graphs["decoder"].inputs[1].dtype == "float16" else 4
+    stm_kv = 2 * d.memory_layers * d.cross_kv_heads * d.stm_slots * d.head_dim * fbytes
+    return {"weights": total, "embedding_tables": embed, "stm_kv": stm_kv, "dtype_bytes": fbytes}
+
+
+def peak_rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 1024**2 if sys.platform == "darwin" else peak / 1024
+    except (ImportError, OSError):
+        return None
+
+
+def device_memory_mb(provider: str) -> dict[str, Any] | None:
+    """GPU memory held by this process (nvidia-smi), on CUDA only; None elsewhere or when unavailable."""
+    if provider != "cuda":
+        return None
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return {"mb": None, "method": "nvidia-smi not found"}
+    try:
+        out = subprocess.run(
+            [exe, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        return {"mb": None, "method": f"nvidia-smi failed: {e}"}
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0] == str(os.getpid()):
+            return {"mb": float(parts[1]), "method": "nvidia-smi used_memory of this process"}
+    used = subprocess.run(
+        [exe, "--query-gpu=memory.used", "--format=csv,noheader,nounits"], capture_output=True, text=True
+    ).stdout.split()
+    return {
+        "mb": float(used[0]) if used else None,
+        "method": "nvidia-smi memory.used of GPU 0 (this process not listed: other processes may be included)",
+    }
