@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Activation, AttentionConfig, FeedForwardConfig, NormKind
+from .moe import expert_mlp, routed_experts
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -173,30 +174,15 @@ class DenseFeedForward(nn.Module):
         return self.fc2(h)
 
 
-def _expert_mlp(x: torch.Tensor, w1, b1, w2, b2, act, gated: bool) -> torch.Tensor:
-    """x [N, D] through stacked experts w1 [E, D, H'] w2 [E, H, D] -> [E, N, D]."""
-    h = torch.matmul(x.unsqueeze(0), w1)  # [E, N, H']
-    if b1 is not None:
-        h = h + b1.unsqueeze(1)
-    if gated:
-        lin, gate = h.chunk(2, dim=-1)
-        h = lin * act(gate)
-    else:
-        h = act(h)
-    out = torch.matmul(h, w2)
-    return out + b2.unsqueeze(1) if b2 is not None else out
-
-
 class MoEFeedForward(nn.Module):
     """Top-k routed experts plus optional shared experts.
 
-    Every expert is evaluated for every token and combined with the (sparse) routing weights: no data-dependent
-    dispatch, so the same graph serves prompts and single-token steps. Cost: E/k times the routed FLOPs.
+    Only the routed experts of each token are computed, eagerly and in the exported graphs (export/moe.py).
     """
 
     def __init__(self, cfg: FeedForwardConfig, dim: int):
         super().__init__()
-        self.cfg, self.act = cfg, activation(cfg.activation)
+        self.cfg = cfg
         e, h = cfg.num_experts, cfg.hidden_dim
         width = 2 * h if cfg.gated else h
         self.router = nn.Linear(dim, e, bias=False)
@@ -229,22 +215,25 @@ class MoEFeedForward(nn.Module):
         cfg = self.cfg
         shape = x.shape
         x = x.reshape(-1, shape[-1])  # [N, D]
-        probs = torch.softmax(self.router(x).to(compute_dtype(x.dtype)), dim=-1)
-        top_w, top_i = probs.topk(cfg.top_k, dim=-1)
-        top_w = top_w / (top_w.sum(-1, keepdim=True) + 1e-9)
-        if cfg.weighted_shared:
-            top_w = top_w * (cfg.top_k / (cfg.top_k + cfg.num_shared_experts))
-        route = torch.zeros_like(probs).scatter(1, top_i, top_w).to(x.dtype)  # [N, E], k non-zeros per row
-        experts = _expert_mlp(x, self.w1, self.b1, self.w2, self.b2, self.act, cfg.gated)  # [E, N, D]
-        out = torch.einsum("ne,end->nd", route, experts)
+        out = routed_experts(
+            x, self.router(x), self.w1, self.b1, self.w2, self.b2, cfg.top_k, cfg.activation, cfg.gated
+        )
+        if cfg.weighted_shared:  # the outputs are linear in the routing weights: scale the sum
+            out = out * (cfg.top_k / (cfg.top_k + cfg.num_shared_experts))
         if self.global_bias is not None:
             out = out + self.global_bias
         if cfg.num_shared_experts > 0:
             if self.shared is not None:
                 shared = self.shared(x)
             else:
-                per = _expert_mlp(
-                    x, self.shared_w1, self.shared_b1, self.shared_w2, self.shared_b2, self.act, cfg.gated
+                per = expert_mlp(
+                    x,
+                    self.shared_w1,
+                    self.shared_b1,
+                    self.shared_w2,
+                    self.shared_b2,
+                    cfg.activation,
+                    cfg.gated,
                 )
                 weights = torch.softmax(self.shared_gate(x).to(compute_dtype(x.dtype)), dim=-1).to(x.dtype)
                 shared = torch.einsum("ns,snd->nd", weights, per)

@@ -16,68 +16,71 @@ from .config import (
     FeedForwardConfig,
     GateConfig,
     MemoryAttentionConfig,
+    MemoryNormConfig,
     RxTConfig,
+    build_config,
 )
 from .model import RxTModel
 
 SPECIAL = {"pad": 0, "bos": 1, "eos": 2, "query": 3, "answer": 4}
 
 
-def _build(
-    *,
-    dim: int,
-    layers: int,
-    heads: int,
-    q_heads: int,
-    kv_heads: int,
-    ff: int,
-    vocab: int,
-    slots: int,
-    experts: int = 0,
-    top_k: int = 1,
-    shared: int = 0,
-    stateless: int = 0,
-    max_seq_len: int = 1024,
-    variant: str = "self-interlayer",
-    gated_attention: bool = False,
-    enc_ff: int | None = None,
-) -> RxTConfig:
-    hd = dim // heads
-    attn = AttentionConfig(q_heads, kv_heads, hd, gated=gated_attention)
-    dense = FeedForwardConfig(hidden_dim=enc_ff or ff)
-    ffn = (
-        FeedForwardConfig(
-            hidden_dim=ff, num_experts=experts, top_k=top_k, num_shared_experts=shared, shared_hidden_dim=ff
-        )
-        if experts
-        else FeedForwardConfig(hidden_dim=ff)
+def _build(**shape) -> RxTConfig:
+    return build_config(special_tokens=SPECIAL, **shape)
+
+
+def _rxt_beta(layers: int, groups: int) -> RxTConfig:
+    """RxT-Beta's shapes (its public hub configs: decoder RxT-Beta-Supervised, encoder RxT-Beta-Encoder-SMAT,
+    memory attention RxT-Beta-Memory-Attention-SMAT) with `layers` memory layers in `groups` memory groups.
+
+    Decoder: dim 512, SQA 8 query / 4 K/V heads of 32 (self and cross), gated self-attention only, no output
+    bias, RoPE 1e5; memory layers and the memory-free layers after them are MoE of 384 SwiGLU experts of 192,
+    top-10, with 2 shared experts of 384 (global biases); memory-free layers before: one dense (1536), one MoE.
+    Encoder: SQA 8/8 gated attention, dense SwiGLU 1536. Memory: SQA 8/8, classic RMS norm, elementwise
+    sigmoid residual gates. STM: `layers` x 4096 slots x 512."""
+    dim, hd, rope = 512, 32, 100_000.0
+    moe = FeedForwardConfig(
+        192,
+        num_experts=384,
+        top_k=10,
+        num_shared_experts=2,
+        shared_hidden_dim=384,
+        expert_bias="global",
+        shared_bias="global",
     )
-    mem_block = BlockConfig(self_attn=attn, ffn=ffn, cross_attn=AttentionConfig(q_heads, kv_heads, hd))
-    plain = BlockConfig(self_attn=attn, ffn=FeedForwardConfig(hidden_dim=ff))
+    self_attn = AttentionConfig(8, 4, hd, gated=True, out_bias=False)
+    cross = AttentionConfig(8, 4, hd, out_bias=False)
+    moe_block = BlockConfig(self_attn, moe)
+    dense_block = BlockConfig(self_attn, FeedForwardConfig(1536, bias=False))
+    enc_block = BlockConfig(
+        AttentionConfig(8, 8, hd, gated=True, out_bias=False), FeedForwardConfig(1536, bias=False)
+    )
     gate = GateConfig(mode="elementwise", activation="sigmoid")
+    mem_attn = AttentionConfig(8, 8, hd, out_bias=False)
     return RxTConfig(
-        vocab_size=vocab,
+        vocab_size=65536,
         dim=dim,
-        stm_slots=slots,
+        stm_slots=4096,
         decoder=DecoderConfig(
-            memory_layers=[mem_block] * layers,
-            layers_before=[plain] * stateless,
-            layers_after=[plain] * stateless,
-            head_norm="rms" if stateless else None,
-            max_seq_len=max_seq_len,
+            memory_layers=[BlockConfig(self_attn, moe, cross_attn=cross)] * layers,
+            layers_before=[dense_block, moe_block],
+            layers_after=[moe_block, moe_block],
+            head_norm="rms",
+            rope_base=rope,
+            max_seq_len=8192,
         ),
-        encoder=EncoderConfig(
-            layers=[BlockConfig(self_attn=attn, ffn=dense)] * layers, max_seq_len=max_seq_len
-        ),
+        encoder=EncoderConfig(layers=[enc_block] * layers, rope_base=rope, max_seq_len=8192),
         memory=MemoryAttentionConfig(
-            variant=variant,
+            variant="grouped-self-interlayer",
             num_layers=layers,
-            attn=AttentionConfig(q_heads, kv_heads, hd),
-            aux_attn=AttentionConfig(q_heads, kv_heads, hd),
+            attn=mem_attn,
+            aux_attn=mem_attn,
+            norm=MemoryNormConfig("classic-rms"),
             residual_gate=gate,
             aux_residual_gate=gate,
             mix_gate=gate,
-            num_groups=max(1, layers // 4) if variant == "grouped-self-interlayer" else 1,
+            num_groups=groups,
+            rope_base=rope,
         ),
         special_tokens=dict(SPECIAL),
     )
@@ -86,11 +89,19 @@ def _build(
 PRESETS = {
     # ~26M: 6 memory layers, STM 6 x 256 slots x 256 dim
     "alpha-micro": lambda: _build(
-        dim=256, layers=6, heads=16, q_heads=8, kv_heads=4, ff=1408, vocab=20000, slots=256
+        dim=256, layers=6, heads=16, q_heads=8, kv_heads=4, ffn=1408, vocab=20000, slots=256
     ),
     # ~100M: 8 memory layers, STM 8 x 1024 slots x 512 dim
     "alpha-mini": lambda: _build(
-        dim=512, layers=8, heads=16, q_heads=8, kv_heads=4, ff=2304, vocab=32000, slots=1024, enc_ff=1536
+        dim=512,
+        layers=8,
+        heads=16,
+        q_heads=8,
+        kv_heads=4,
+        ffn=2304,
+        encoder_ffn=1536,
+        vocab=32000,
+        slots=1024,
     ),
     # ~270M total, MoE with shared experts, memory-free layers, gated attention, grouped-self-interlayer
     "beta-like-moe": lambda: _build(
@@ -99,19 +110,24 @@ PRESETS = {
         heads=16,
         q_heads=8,
         kv_heads=4,
-        ff=512,
+        ffn=512,
         vocab=32000,
         slots=1024,
         experts=20,
         top_k=4,
-        shared=1,
+        shared_experts=1,
         stateless=1,
         gated_attention=True,
         variant="grouped-self-interlayer",
+        groups=3,  # 12 layers in groups of 4
     ),
+    # RxT-Beta at its released shapes: ~2.93B parameters (~0.16B of the decoder active per token), STM 21 x 4096 x 512
+    "rxt-beta": lambda: _rxt_beta(layers=21, groups=3),
+    # the same per-layer shapes (384 experts, top-10), 3 memory layers in 3 groups: ~0.77B, STM 3 x 4096 x 512
+    "rxt-beta-mini": lambda: _rxt_beta(layers=3, groups=3),
     # tiny, for CI
     "tiny": lambda: _build(
-        dim=64, layers=2, heads=4, q_heads=4, kv_heads=2, ff=128, vocab=512, slots=16, max_seq_len=128
+        dim=64, layers=2, heads=4, q_heads=4, kv_heads=2, ffn=128, vocab=512, slots=16, max_seq_len=128
     ),
 }
 
@@ -145,5 +161,6 @@ def param_count(model: RxTModel) -> int:
 
 if __name__ == "__main__":
     for name in PRESETS:
-        m = RxTModel(preset_config(name))
+        with torch.device("meta"):  # shapes only: rxt-beta would take 12 GB in float32
+            m = RxTModel(preset_config(name))
         print(f"{name:16s} {param_count(m) / 1e6:8.1f}M params")

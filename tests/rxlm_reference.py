@@ -85,6 +85,55 @@ def _memory(**kw: Any) -> dict[str, Any]:
     return {"seq_len": SEQ_LEN, "use_flash_attention": False, **kw}
 
 
+def _many_experts(top_k: int, shared: int, bias: str, shared_bias: str, weighted: bool) -> dict[str, Any]:
+    """RxTBeta with 64 SwiGLU experts of 16 in every decoder layer (and in one memory-free layer before and after)."""
+    common = dict(embed_dim=32, att_heads=4, att_groups=2, att_query_groups=2, stm_size=8, rope_base=100_000)
+    return {
+        "model_class": "RxTBeta",
+        "memory_attention_variant": "self-interlayer",
+        "decoder_config": _decoder(
+            num_layers=2,
+            ff_dim=16,
+            self_att_type="sqa",
+            cross_att_type="sqa",
+            use_moe=True,
+            num_experts=64,
+            moe_top_k=top_k,
+            num_shared_experts=shared,
+            shared_expert_dim=24,
+            moe_bias_mode=bias,
+            moe_shared_experts_bias_mode=shared_bias,
+            moe_use_weighted_shared_experts=weighted,
+            moe_grouped_gemm=False,
+            use_gated_attention=True,
+            use_attention_output_bias=False,
+            use_head_norm=True,
+            head_norm_type="rms_norm",
+            stateless_layers_config=["moe"],
+            final_stateless_layers_config=["moe"],
+            **common,
+        ),
+        "encoder_config": _encoder(num_layers=2, ff_dim=64, self_att_type="sqa", **common),
+        "memory_attention_config": _memory(
+            num_layers=2,
+            embed_dim=32,
+            att_heads=4,
+            stm_size=8,
+            att_type="sqa",
+            att_groups=2,
+            att_query_groups=2,
+            interlayer_att_type="sqa",
+            interlayer_att_groups=2,
+            interlayer_att_query_groups=2,
+            norm_type="classic-rms",
+            use_gated_residual=True,
+            residual_gate_type="elementwise",
+            use_tanh_residual_gate=False,
+            residual_per_slot_gate=True,  # rxlm's default, written out: the coverage test reads every gated config
+        ),
+    }
+
+
 PARITY_CONFIGS: dict[str, dict[str, Any]] = {
     # Plain MHA everywhere, rxlm defaults for the FFN (gated, 'swish') and output bias (on), no gate.
     "alpha_mha_dense": {
@@ -447,6 +496,16 @@ PARITY_CONFIGS: dict[str, dict[str, Any]] = {
             use_tanh_residual_gate=False,
             residual_per_slot_gate=False,
         ),
+    },
+    **{
+        # Many small experts, as RxT-Beta routes (384 experts, top-10): 64 experts, top-k >= 4, shared experts,
+        # each bias mode. Routing then picks a different expert set for nearly every token (prompt and decode).
+        f"beta_moe64_{name}": _many_experts(**kw)
+        for name, kw in {
+            "global": dict(top_k=6, shared=2, bias="global", shared_bias="global", weighted=False),
+            "local": dict(top_k=4, shared=1, bias="local", shared_bias="local", weighted=True),
+            "off": dict(top_k=5, shared=2, bias="off", shared_bias="off", weighted=True),
+        }.items()
     },
 }
 
