@@ -8,7 +8,9 @@ Modes (`run` picks one):
   editing with history through Python's `readline` module (stdlib; absent on Windows, where plain `input()`
   is used instead);
 - scripted: `--message` (repeatable) or one message per line of piped stdin; answers one per line, or one
-  JSON object per turn with `--json`.
+  JSON object per turn with `--json`. Every line is a message to the model, a line starting with "/" too
+  (a script's data is never taken for a command); such a line gets a note on stderr. `--resume` and
+  `--save` keep the memory between scripted runs.
 
 Ctrl-C while an answer streams stops it; the runtime drops that turn (the memory stays as it was before it).
 Ctrl-C again (at the prompt, or before the answer has stopped) or Ctrl-D quits.
@@ -24,7 +26,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TextIO
 
@@ -34,17 +36,21 @@ from rich.table import Table
 
 from rxt_edge import (
     EmptyQueryError,
+    GenerationConfig,
     ManifestError,
     MemoryUpdateError,
     PromptTooLongError,
     ProviderUnavailableError,
     RxTSession,
-    SamplingConfig,
     SnapshotError,
     TurnStats,
 )
+from rxt_edge.contract import max_query_tokens
 
-DEMO_PACKAGE = Path("models", "demo", "package")
+from .demo import DemoModelMissing, find_demo_model
+
+__all__ = ["Chat", "ChatError", "find_demo_model", "generation_config", "run"]
+
 HISTORY_LENGTH = 1000
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0/C1 controls, except tab and newline
 TURN_ERRORS = (PromptTooLongError, EmptyQueryError, MemoryUpdateError)  # reported; the chat goes on
@@ -57,51 +63,29 @@ class ChatError(Exception):
 # ----------------------------------------------------------------------------------------- model and options
 
 
-def find_demo_model(candidates: Iterable[Path] | None = None) -> Path:
-    """The shipped demo package: `models/demo/package` at the repository root, next to `rxt_edge/`."""
-    if candidates is None:
-        import rxt_edge
-
-        roots = (Path(rxt_edge.__file__).resolve().parent.parent, Path(__file__).resolve().parent.parent)
-        candidates = dict.fromkeys(root / DEMO_PACKAGE for root in roots)
-    candidates = list(candidates)
-    for path in candidates:
-        if (path / "manifest.json").is_file():
-            return path
-    looked = ", ".join(str(p) for p in candidates)
-    raise ChatError(
-        f"the shipped demo model was not found (looked in {looked}). It ships with a source checkout "
-        "(`pip install -e .` from the repository); or pass a model package directory: rxt-edge chat MODEL_DIR"
-    )
+def cli_terms(message: str) -> str:
+    """A runtime error message in command-line terms: option names as typed, not Python arguments."""
+    message = message.replace("pass truncate=True", "use --truncate")
+    for f in fields(GenerationConfig):
+        option = "--" + f.name.replace("_", "-")
+        message = message.replace(f"SamplingConfig.{f.name}", option)
+        message = re.sub(rf"^{f.name}\b", option, message)
+    return message
 
 
-@dataclass(frozen=True)
-class Generation:
-    """How each answer is generated (greedy by default: temperature 0)."""
+def generation_config(**options) -> GenerationConfig:
+    """A `GenerationConfig` from command-line options; a bad value raises ChatError naming the option."""
+    try:
+        return GenerationConfig(**options)
+    except ValueError as e:
+        raise ChatError(cli_terms(str(e))) from None
 
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-    seed: int | None = None
 
-    def check(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ChatError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
-        try:
-            SamplingConfig(self.temperature, self.top_k, self.top_p, self.repetition_penalty)
-        except ValueError as e:
-            message = str(e)
-            for name in ("temperature", "top_k", "top_p", "repetition_penalty"):
-                message = message.replace(f"SamplingConfig.{name}", "--" + name.replace("_", "-"))
-            raise ChatError(message) from None
-
-    def stream_kwargs(self, turn_index: int) -> dict:
-        """Arguments for `Conversation.stream`; a seed advances per turn so turns don't repeat one draw."""
-        kw = asdict(self)
-        kw["seed"] = None if self.seed is None else self.seed + turn_index
-        return kw
+def turn_config(generation: GenerationConfig, turn_index: int) -> GenerationConfig:
+    """The config of one turn: a seed advances per turn, so turns don't repeat one draw."""
+    if generation.seed is None:
+        return generation
+    return generation.replace(seed=generation.seed + turn_index)
 
 
 @dataclass
@@ -119,6 +103,18 @@ class Turn:
         return {"turn": number, "query": self.query, "answer": self.answer, "stats": stats}
 
 
+def check_save_path(path: Path, replace: bool = True) -> None:
+    """Refuse a snapshot path that cannot be written, in words (not the atomic writer's temp-file name)."""
+    if path.is_dir():
+        raise ChatError(
+            f"cannot save to {path}: it is a directory; name a file, e.g. {path / 'chat.rxtsnap'}"
+        )
+    if not path.parent.is_dir():
+        raise ChatError(f"cannot save to {path}: the directory {path.parent} does not exist")
+    if not replace and path.exists():
+        raise ChatError(f"{path} exists; /save! {path} replaces it")
+
+
 # ----------------------------------------------------------------------------------------------- the chat
 
 
@@ -127,7 +123,7 @@ class Chat:
     """One conversation and the record of its turns: what both the terminal and the scripted mode drive."""
 
     session: RxTSession
-    generation: Generation = field(default_factory=Generation)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
     system: str | None = None
     turns: list[Turn] = field(default_factory=list)
 
@@ -138,7 +134,7 @@ class Chat:
         self, text: str, on_piece: Callable[[str], None] | None = None, stop: threading.Event | None = None
     ) -> Turn:
         """Stream one answer; setting the `stop` event ends it early, and then the runtime drops the turn."""
-        pieces = self.conv.stream(text, **self.generation.stream_kwargs(len(self.turns)))
+        pieces = self.conv.stream(text, config=turn_config(self.generation, len(self.turns)))
         answer: list[str] = []
         with contextlib.closing(pieces):  # closing an unfinished stream is what drops the turn
             for piece in pieces:
@@ -153,15 +149,22 @@ class Chat:
 
     def set_system(self, text: str) -> None:
         """Write a system prompt into the memory; /reset writes it again."""
-        self.conv.set_system_prompt(text)
+        self.conv.set_system_prompt(text, truncate=self.generation.truncate)
         self.system = text
 
     def reset(self) -> None:
         self.conv.reset()
         if self.system:
-            self.conv.set_system_prompt(self.system)
+            self.conv.set_system_prompt(self.system, truncate=self.generation.truncate)
 
-    def save(self, path: Path) -> None:
+    @property
+    def max_query_tokens(self) -> int:
+        """The longest message one turn takes (longer ones need --truncate)."""
+        return max_query_tokens(self.session.dims.max_seq_len)
+
+    def save(self, path: Path, replace: bool = True) -> None:
+        """Snapshot the memory to `path`; with `replace=False` an existing file is an error, not overwritten."""
+        check_save_path(path, replace)
         self.conv.save(path, metadata={"app": "rxt-edge chat"})
 
     def load(self, path: Path) -> None:
@@ -182,13 +185,19 @@ def run_script(chat: Chat, messages: Iterable[str], as_json: bool, out: TextIO, 
     """One turn per message; 0 when every turn answered, 1 when one failed (the others still run)."""
     status = 0
     for number, text in enumerate(messages, 1):
+        if text.split(" ", 1)[0].lower() in COMMANDS:
+            err.print(
+                f"[yellow]turn {number}:[/] {escape(repr(text))} goes to the model as a message: slash commands "
+                "work at a terminal only (scripts keep the memory with --resume and --save)",
+                highlight=False,
+            )
         try:
             turn = chat.ask(text, None if as_json else lambda p: _write(out, one_line(p)))
         except TURN_ERRORS as e:
-            err.print(f"[red]turn {number}:[/] {escape(str(e))}", highlight=False)
+            err.print(f"[red]turn {number}:[/] {escape(cli_terms(str(e)))}", highlight=False)
             status = 1
             if as_json:
-                failed = {"turn": number, "query": text, "error": str(e)}
+                failed = {"turn": number, "query": text, "error": cli_terms(str(e))}
                 _write(out, json.dumps(failed, ensure_ascii=False) + "\n")
             continue
         _write(out, json.dumps(turn.to_json(number), ensure_ascii=False) + "\n" if as_json else "\n")
@@ -325,7 +334,8 @@ def stats_table(chat: Chat) -> tuple[str, Table]:
 HELP = [
     ("/help", "this list"),
     ("/reset", "start over from a fresh memory (the system prompt, if set, is written again)"),
-    ("/save FILE", "save the conversation's memory (STM) to a snapshot file"),
+    ("/save FILE", "save the conversation's memory (STM) to a new snapshot file"),
+    ("/save! FILE", "the same, replacing FILE if it exists"),
     ("/load FILE", "continue a conversation saved with /save (same model only)"),
     ("/system TEXT", "write a system prompt into the memory (no TEXT: show the current one)"),
     ("/stats", "session totals and a per-turn latency table"),
@@ -351,10 +361,14 @@ def _reset(chat: Chat, ui: Terminal, arg: str) -> None:
     ui.info("memory reset: a fresh conversation" + (" (system prompt written again)" if chat.system else ""))
 
 
-def _save(chat: Chat, ui: Terminal, arg: str) -> None:
-    path = _path_arg(arg, "/save FILE")
-    chat.save(path)
+def _save(chat: Chat, ui: Terminal, arg: str, replace: bool = False) -> None:
+    path = _path_arg(arg, "/save! FILE" if replace else "/save FILE")
+    chat.save(path, replace=replace)
     ui.info(f"saved the memory to {path}")
+
+
+def _save_replacing(chat: Chat, ui: Terminal, arg: str) -> None:
+    _save(chat, ui, arg, replace=True)
 
 
 def _load(chat: Chat, ui: Terminal, arg: str) -> None:
@@ -388,6 +402,7 @@ COMMANDS: dict[str, Callable[[Chat, Terminal, str], None]] = {
     "/help": _help,
     "/reset": _reset,
     "/save": _save,
+    "/save!": _save_replacing,
     "/load": _load,
     "/system": _system,
     "/stats": _stats,
@@ -435,18 +450,32 @@ def ctrl_c_stops(stop: threading.Event) -> Iterator[None]:
 
 
 def answer(chat: Chat, ui: Terminal, text: str) -> bool:
-    """One streamed turn with its stats line; True when Ctrl-C stopped it."""
+    """One streamed turn with its stats line; True when Ctrl-C stopped it.
+
+    The "rxt ›" label comes with the first piece: a turn refused before it starts (too long, empty) shows
+    only its error."""
     stop = threading.Event()
+    labelled = False
+
+    def piece(text: str) -> None:
+        nonlocal labelled
+        if not labelled:
+            ui.answer_start()
+            labelled = True
+        ui.piece(text)
+
     try:
         with ctrl_c_stops(stop):
-            ui.answer_start()
-            turn = chat.ask(text, ui.piece, stop)
+            turn = chat.ask(text, piece, stop)
     except KeyboardInterrupt:  # the second Ctrl-C, before the answer had stopped
         raise Quit from None
     except TURN_ERRORS as e:
-        _write(ui.console.file, "\n")
-        ui.error(str(e))
+        if labelled:
+            _write(ui.console.file, "\n")
+        ui.error(cli_terms(str(e)))
         return False
+    if not labelled:  # an empty answer
+        ui.answer_start()
     ui.answer_end(turn)
     return not turn.completed
 
@@ -484,21 +513,22 @@ def open_chat(
     model_dir: Path | None,
     provider: str = "cpu",
     threads: int | None = None,
-    generation: Generation | None = None,
+    generation: GenerationConfig | None = None,
     system: str | None = None,
     resume: Path | None = None,
 ) -> Chat:
     """Load the package (the demo by default), then resume a snapshot and/or write a system prompt."""
-    generation = generation or Generation()
-    generation.check()
-    model_dir = find_demo_model() if model_dir is None else model_dir
+    generation = generation or GenerationConfig()
     try:
+        model_dir = find_demo_model() if model_dir is None else model_dir
         chat = Chat(RxTSession.load(model_dir, provider=provider, threads=threads), generation)
         if resume is not None:
             chat.load(resume)
         if system:
             chat.set_system(system)
     except (ManifestError, ProviderUnavailableError, SnapshotError, MemoryUpdateError, ValueError) as e:
+        raise ChatError(cli_terms(str(e))) from None
+    except DemoModelMissing as e:
         raise ChatError(str(e)) from None
     return chat
 
@@ -509,7 +539,9 @@ def banner(chat: Chat) -> str:
     resumed = f" · resumed at turn {chat.conv.turns}" if chat.conv.turns else ""
     return (
         f"[bold]rxt-edge chat[/] · {escape(name)} ({pkg.manifest.precision}, {d.memory_layers} memory layers, "
-        f"{d.stm_slots} memory slots x {d.dim}) on {chat.session.provider}{resumed}"
+        f"{d.stm_slots} memory slots x {d.dim}) on {chat.session.provider}{resumed}\n"
+        f"[dim]messages up to {chat.max_query_tokens} tokens (longer: --truncate keeps the end) · "
+        f"answers up to {chat.generation.max_new_tokens} tokens[/]"
     )
 
 
@@ -517,19 +549,25 @@ def run(
     model_dir: Path | None = None,
     provider: str = "cpu",
     threads: int | None = None,
-    generation: Generation | None = None,
+    generation: GenerationConfig | None = None,
     system: str | None = None,
     resume: Path | None = None,
     messages: list[str] | None = None,
     as_json: bool = False,
+    save: Path | None = None,
 ) -> int:
-    """The `rxt-edge chat` command: interactive on a terminal, scripted with messages, --json or a pipe."""
+    """The `rxt-edge chat` command: interactive on a terminal, scripted with messages, --json or a pipe.
+
+    `save`: where the memory goes when the chat ends (replaced if it exists, so a script can `--resume`
+    and `--save` one file); checked before the model loads."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(AttributeError, ValueError):
             stream.reconfigure(errors="replace")  # a non-UTF-8 terminal must not crash on model output
     err = Console(stderr=True, soft_wrap=True)
     interactive = not messages and not as_json and sys.stdin.isatty()
     try:
+        if save is not None:
+            check_save_path(save)
         with err.status("loading the model") if interactive else contextlib.nullcontext():
             chat = open_chat(model_dir, provider, threads, generation, system, resume)
     except ChatError as e:
@@ -537,11 +575,21 @@ def run(
         return 2
     try:
         if not interactive:
-            return run_script(chat, messages or stdin_messages(sys.stdin), as_json, sys.stdout, err)
-        ui = Terminal(Console(highlight=False))
-        try:
-            return run_interactive(chat, ui, banner(chat))
-        finally:
-            ui.close()
+            status = run_script(chat, messages or stdin_messages(sys.stdin), as_json, sys.stdout, err)
+        else:
+            ui = Terminal(Console(highlight=False))
+            try:
+                status = run_interactive(chat, ui, banner(chat))
+            finally:
+                ui.close()
+        if save is not None:
+            try:
+                chat.save(save)
+            except (ChatError, SnapshotError, MemoryUpdateError, OSError) as e:
+                err.print(f"[bold red]error:[/] the memory was not saved: {escape(str(e))}", highlight=False)
+                return 2
+            if interactive:
+                err.print(f"[dim]saved the memory to {escape(str(save))}[/]", highlight=False)
+        return status
     finally:
         chat.session.close()

@@ -1,7 +1,10 @@
-"""The `rxt-edge` command line: export, verify, chat, quantize, bench.
+"""The `rxt-edge` command line: export, verify, chat, info, quantize, bench.
 
 The only place where the torch side (rxt_edge.export), the runtime (rxt_edge) and the terminal UI meet. Heavy
 imports happen inside each command so `rxt-edge chat` never imports torch.
+
+Conventions: `-h`/`--help` everywhere; `--json` is always a flag (print JSON to stdout), a JSON file is
+`--json-out PATH`; plain click help (no boxed tables), so descriptions wrap at any terminal width.
 """
 
 from __future__ import annotations
@@ -9,10 +12,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+
+from rxt_edge.sampling import GenerationConfig
 
 app = typer.Typer(
     name="rxt-edge",
@@ -20,27 +26,77 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's help: no metavar column, readable at 80 columns
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error line wraps where the terminal does: paths stay whole
+# `rxt-edge quantize` choices, spelled here so `--help` lists them without importing onnx; tests/test_cli.py
+# checks them against rxt_edge.export.quantize.
+QUANT_SCHEMES = ("int8-dynamic", "int8-block", "int4-block", "fp16")
+QUANT_PRESETS = ("avx2", "avx512", "avx512_vnni", "arm64")
+# One rule for `--preset` (quantize) and `--quant-preset` (bench): avx2 unless told otherwise. A quantized
+# package travels to other machines, and avx2 runs correctly on every x86-64 CPU; bench's rows then measure the
+# package `rxt-edge quantize` makes by default. Name a preset (bench also takes `auto`) to target a CPU.
+DEFAULT_QUANT_PRESET = "avx2"
+GENERATION = GenerationConfig()  # chat's defaults are the API's
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
-@app.command()
+def _print_version(value: bool) -> None:
+    if value:
+        from rxt_edge import __version__
+
+        print(f"rxt-edge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Run Reactive Transformer (RxT) models on laptops and edge devices."""
+
+
+def _import_torch(what: str) -> None:
+    """Show a spinner from the first second while torch imports (5-15 s cold), and say if it is missing."""
+    with err.status(f"{what}: importing torch"):
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise fail(
+                f"{what} needs the export extra (torch): pip install 'rxt-edge[export]' "
+                "(CPU-only torch: add --index-url https://download.pytorch.org/whl/cpu)"
+            ) from None
+
+
+@app.command(short_help="Export a checkpoint to a model package.")
 def export(
     checkpoint: Annotated[
-        str, typer.Argument(help="Checkpoint directory (rxlm or native) or a Hugging Face hub id.")
+        str,
+        typer.Argument(
+            metavar="CHECKPOINT", help="Checkpoint directory (rxlm or native) or a Hugging Face hub id."
+        ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model package directory to create.")],
     dtype: Annotated[str, typer.Option(help="Graph precision: fp32 or fp16.")] = "fp32",
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
     tokenizer: Annotated[
-        Path | None, typer.Option(help="Tokenizer file, if the checkpoint has none.")
+        Path | None,
+        typer.Option(
+            help="Tokenizer file (tokenizer.json or .model), if the checkpoint directory has none "
+            "(rxlm's save_pretrained writes none)."
+        ),
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing package directory.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an existing package (only one rxt-edge wrote; never the source).")
+    ] = False,
     allow_pickle: Annotated[
         bool, typer.Option("--allow-pickle", help="Allow .bin/.pt weights (runs pickle: trusted files only).")
     ] = False,
@@ -51,13 +107,18 @@ def export(
         ),
     ] = True,
 ) -> None:
-    """Export a checkpoint to a model package: decoder, encoder, memory-update and memory-kv graphs + manifest."""
+    """Export a checkpoint to a model package: decoder, encoder, memory-update and memory-kv graphs + manifest.
+
+    The package keeps the checkpoint's licence; export prints the one the checkpoint declares."""
+    _import_torch("export")
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rxt_edge.apps.licence import declared_licence
     from rxt_edge.export.checkpoints import CheckpointError, load_checkpoint
     from rxt_edge.export.onnx_export import ExportError, export_package
 
     try:
-        model, source = load_checkpoint(checkpoint, allow_pickle=allow_pickle)
+        with err.status(f"reading the checkpoint {checkpoint}"):
+            model, source = load_checkpoint(checkpoint, allow_pickle=allow_pickle)
     except CheckpointError as e:
         raise fail(str(e)) from None
     with Progress(
@@ -83,122 +144,187 @@ def export(
         f"[green]exported[/] {output}: {d.memory_layers} memory layers, {d.stm_slots} slots x {d.dim}, "
         f"vocab {d.vocab_size}, {manifest.precision}"
     )
+    licence = declared_licence(Path(source.path))
+    if licence:
+        err.print(
+            f"licence: the checkpoint declares {escape(licence)}; the package keeps the model's licence "
+            "(rxt-edge's Apache-2.0 covers rxt-edge, not the model)",
+            highlight=False,
+        )
 
 
-@app.command()
+@app.command(short_help="Compare a package with its checkpoint.")
 def verify(
-    model_dir: Annotated[Path, typer.Argument(help="Model package directory.")],
+    model_dir: Annotated[Path, typer.Argument(metavar="MODEL_DIR", help="Model package directory.")],
     against: Annotated[str, typer.Option(help="The checkpoint the package was exported from.")],
     turns: Annotated[int, typer.Option(min=1, help="Conversation turns to compare.")] = 5,
-    max_new_tokens: Annotated[int, typer.Option(min=1)] = 24,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest answer per turn, in tokens.")] = 24,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    allow_pickle: Annotated[bool, typer.Option("--allow-pickle")] = False,
+    allow_pickle: Annotated[
+        bool, typer.Option("--allow-pickle", help="Allow .bin/.pt weights (runs pickle: trusted files only).")
+    ] = False,
+    reference: Annotated[
+        str,
+        typer.Option(
+            help="torch: our model read from the checkpoint, graph by graph; rxlm: rxlm itself loads the "
+            "checkpoint and answers, token for token (needs rxlm installed)."
+        ),
+    ] = "torch",
 ) -> None:
     """Compare a package with its source checkpoint over a multi-turn greedy conversation (exit 1 if out of tolerance)."""
+    if reference not in ("torch", "rxlm"):
+        raise fail(f"--reference must be torch or rxlm, got {reference!r}")
+    _import_torch("verify")
+    from rxt_edge.apps.verify_view import print_rxlm_verify, print_verify
     from rxt_edge.export.checkpoints import CheckpointError, load_checkpoint
     from rxt_edge.export.verify import verify_package
+    from rxt_edge.export.verify_rxlm import RxlmUnavailableError, verify_against_rxlm
 
     from rxt_edge.manifest import ManifestError
 
     try:
-        model, _ = load_checkpoint(against, allow_pickle=allow_pickle)
-        report = verify_package(model_dir, model, turns=turns, max_new_tokens=max_new_tokens)
-    except (CheckpointError, ManifestError) as e:
+        with err.status(f"verify: reading {against}, then comparing {turns} turns with {reference}"):
+            if reference == "rxlm":
+                report = verify_against_rxlm(model_dir, against, turns=turns, max_new_tokens=max_new_tokens)
+            else:
+                model, _ = load_checkpoint(against, allow_pickle=allow_pickle)
+                report = verify_package(model_dir, model, turns=turns, max_new_tokens=max_new_tokens)
+    except (CheckpointError, ManifestError, RxlmUnavailableError) as e:
         raise fail(str(e)) from None
     if as_json:
         print(json.dumps(report.to_json(), indent=2))
+    elif reference == "rxlm":
+        print_rxlm_verify(report)
     else:
-        _print_verify(report)
+        print_verify(report)
     raise typer.Exit(0 if report.passed else 1)
 
 
-def _print_verify(report) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"verify ({report.precision}): max abs differences per graph; drift is informational")
-    for col in (
-        "turn",
-        "logits",
-        "mem kv",
-        "encoder",
-        "update",
-        "tokens",
-        "STM write",
-        "drift",
-    ):
-        table.add_column(col, justify="right")
-    for t in report.turns:
-        table.add_row(
-            str(t.turn),
-            f"{t.decoder_logits_max_diff:.1e}",
-            f"{t.memory_kv_max_diff:.1e}",
-            f"{t.encoder_max_diff:.1e}",
-            f"{t.memory_update_max_diff:.1e}",
-            f"{t.token_agreement:.0%}" + ("" if t.comparable else " (n/a)"),
-            f"{t.runtime_stm_step_diff:.1e}",
-            f"{t.runtime_stm_max_diff:.1e}",
-        )
-    Console().print(table)
-    if report.passed:
-        Console().print(f"[green]PASS[/] within tolerances {report.tolerances}")
-    else:
-        for f in report.failures:
-            err.print(f"[red]FAIL[/] {f}")
-
-
-@app.command()
+@app.command(short_help="Chat with a model (default: the demo).")
 def chat(
     model_dir: Annotated[
-        Path | None, typer.Argument(help="Model package directory (default: the shipped demo model).")
+        Path | None,
+        typer.Argument(
+            metavar="MODEL_DIR", help="Model package directory (default: the shipped demo model)."
+        ),
     ] = None,
     provider: Annotated[str, typer.Option(help="Execution provider: cpu, cuda or dml.")] = "cpu",
     threads: Annotated[
         int | None, typer.Option(min=1, help="CPU threads per graph (default: ORT's).")
     ] = None,
     system: Annotated[str | None, typer.Option(help="System prompt, written into the memory first.")] = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue from a snapshot saved with /save.")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue from a snapshot saved with /save or --save.")
+    ] = None,
+    save: Annotated[
+        Path | None,
+        typer.Option(
+            help="When the chat ends, save the memory to this snapshot file (replaced if it exists: "
+            "a script can --resume and --save one file)."
+        ),
+    ] = None,
     message: Annotated[
         list[str] | None,
         typer.Option(
-            "--message", "-m", help="Ask this and exit (repeat for several turns; one answer per line)."
+            "--message",
+            "-m",
+            metavar="TEXT",
+            help="Ask this and exit (repeat for several turns; one answer per line).",
         ),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Non-interactive; one JSON object per turn: query, answer, stats.")
     ] = False,
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest answer, in tokens.")] = 256,
-    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy (the default).")] = 0.0,
-    top_k: Annotated[int, typer.Option(min=0, help="Sample from the k best tokens (0 = off).")] = 0,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass in (0, 1] (1 = off).")] = 1.0,
-    seed: Annotated[int | None, typer.Option(help="Random seed for sampling (reproducible runs).")] = None,
+    max_new_tokens: Annotated[
+        int, typer.Option(help="Longest answer, in tokens (a turn's length limit may cut it sooner).")
+    ] = GENERATION.max_new_tokens,
+    temperature: Annotated[
+        float, typer.Option(help="0 = greedy (the default); higher = more varied answers.")
+    ] = GENERATION.temperature,
+    top_k: Annotated[int, typer.Option(help="Sample from the k best tokens (0 = off).")] = GENERATION.top_k,
+    top_p: Annotated[
+        float, typer.Option(help="Nucleus sampling mass in (0, 1] (1 = off).")
+    ] = GENERATION.top_p,
+    repetition_penalty: Annotated[
+        float, typer.Option(help="Penalise tokens already in the answer: > 1 repeats less (1 = off).")
+    ] = GENERATION.repetition_penalty,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed for sampling (reproducible runs).")
+    ] = GENERATION.seed,
+    truncate: Annotated[
+        bool,
+        typer.Option(
+            "--truncate",
+            help="Keep the end of a message longer than the model's turn (and the start of a long "
+            "--system prompt) instead of refusing it; `rxt-edge info` shows the limit.",
+        ),
+    ] = False,
 ) -> None:
     """Chat with a model (the shipped demo by default): streamed answers, slash commands, saved memories.
 
     With --message, --json or piped stdin (one message per line) it answers and exits: one answer per line
-    (line breaks become spaces), or with --json one object per turn with the exact answer and its stats."""
-    from rxt_edge.apps.chat import Generation, run
+    (line breaks become spaces), or with --json one object per turn with the exact answer and its stats.
+    Piped lines are all messages, "/save x" too: slash commands work at a terminal only; scripts keep the
+    memory with --resume and --save."""
+    from rxt_edge.apps.chat import ChatError, generation_config, run
 
-    options = Generation(max_new_tokens, temperature, top_k, top_p, seed=seed)
-    raise typer.Exit(run(model_dir, provider, threads, options, system, resume, message, as_json))
+    try:
+        options = generation_config(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            seed=seed,
+            truncate=truncate,
+        )
+    except ChatError as e:
+        raise fail(str(e)) from None
+    raise typer.Exit(run(model_dir, provider, threads, options, system, resume, message, as_json, save))
 
 
-@app.command()
+@app.command(short_help="Show what a model package is.")
+def info(
+    model_dir: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="MODEL_DIR", help="Model package directory (default: the shipped demo model)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the facts as JSON.")] = False,
+) -> None:
+    """What a model package is: dims, per-turn limits, files and sizes, quantization, tokenizer, provenance."""
+    from rxt_edge.apps.demo import DemoModelMissing, find_demo_model
+    from rxt_edge.apps.info import info_lines, package_info
+
+    from rxt_edge.manifest import ManifestError
+
+    try:
+        facts = package_info(find_demo_model() if model_dir is None else model_dir)
+    except (ManifestError, DemoModelMissing) as e:
+        raise fail(str(e)) from None
+    print(json.dumps(facts, indent=2) if as_json else "\n".join(info_lines(facts)))
+
+
+@app.command(short_help="Measure latency, speed and memory use.")
 def bench(
     model_dir: Annotated[
-        Path | None, typer.Argument(help="Model package to benchmark (or use --config).")
+        Path | None, typer.Argument(metavar="MODEL_DIR", help="Model package to benchmark (or use --config).")
     ] = None,
     config: Annotated[
         str | None, typer.Option(help="Random-weight preset: alpha-micro, alpha-mini, beta-like-moe, tiny.")
     ] = None,
     provider: Annotated[str, typer.Option(help="Execution provider: cpu, cuda or dml.")] = "cpu",
     turns: Annotated[int, typer.Option(min=2, help="Conversation turns of the latency curves.")] = 64,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the full report as JSON.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json-out", help="Write the full report to this JSON file.")
+    ] = None,
     plot: Annotated[Path | None, typer.Option(help="Write the latency curves as a PNG (matplotlib).")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write the tables as Markdown.")] = None,
     threads: Annotated[
         int | None, typer.Option(min=1, help="onnxruntime and torch threads (default: all CPUs).")
     ] = None,
-    query_tokens: Annotated[int, typer.Option(min=1)] = 32,
+    query_tokens: Annotated[int, typer.Option(min=1, help="Scripted query length, in tokens.")] = 32,
     answer_tokens: Annotated[int, typer.Option(min=2, help="Fixed answer length ([EOS] ignored).")] = 32,
     typing_delays: Annotated[
         str, typer.Option(help="Scripted typing delays in seconds, comma-separated.")
@@ -210,12 +336,16 @@ def bench(
     quantize: Annotated[
         str,
         typer.Option(
-            help="Quantized rows: `rxt-edge quantize` schemes, comma-separated (int8-dynamic,int4-block), or none."
+            help="Quantized rows: `rxt-edge quantize` schemes, comma-separated "
+            "(e.g. int8-dynamic,int4-block), or none."
         ),
     ] = "int8-dynamic",
     quant_preset: Annotated[
-        str, typer.Option(help="int8-dynamic preset (avx2, avx512, avx512_vnni, arm64) or auto (this CPU's).")
-    ] = "auto",
+        Literal[(*QUANT_PRESETS, "auto")],
+        typer.Option(
+            help="int8-dynamic preset, as quantize's --preset; auto: this CPU's.",
+        ),
+    ] = DEFAULT_QUANT_PRESET,
     per_tensor: Annotated[
         bool,
         typer.Option(
@@ -223,20 +353,17 @@ def bench(
         ),
     ] = False,
     workdir: Annotated[Path | None, typer.Option(help="Keep exported packages here and reuse them.")] = None,
-    speed_turns: Annotated[int, typer.Option(min=1)] = 8,
-    update_turns: Annotated[int, typer.Option(min=2)] = 16,
+    speed_turns: Annotated[
+        int | None, typer.Option(min=1, help="Turns of the decode-speed rows (default: min(8, --turns)).")
+    ] = None,
+    update_turns: Annotated[
+        int | None, typer.Option(min=2, help="Turns of the memory-update timing (default: min(16, --turns)).")
+    ] = None,
 ) -> None:
     """Measure per-turn latency against a stateless baseline, speed against PyTorch, the memory update, memory use."""
-    from rxt_edge.export.bench import (
-        BenchError,
-        BenchOptions,
-        markdown_report,
-        plot_available,
-        print_report,
-        run_bench,
-        write_json,
-        write_plot,
-    )
+    from rxt_edge.bench.options import BenchError, BenchOptions
+    from rxt_edge.bench.report import markdown_report, plot_available, print_report, write_json, write_plot
+    from rxt_edge.bench.run import run_bench
 
     if plot and not plot_available():
         raise fail("--plot needs matplotlib: pip install 'rxt-edge[bench]'")
@@ -261,15 +388,21 @@ def bench(
     print_report(report, Console())
 
 
-@app.command()
+@app.command(short_help="Quantize a model package (int8, int4, fp16).")
 def quantize(
-    model_dir: Annotated[Path, typer.Argument(help="fp32 model package directory.")],
+    model_dir: Annotated[Path, typer.Argument(metavar="MODEL_DIR", help="fp32 model package directory.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Quantized package directory to create.")],
     scheme: Annotated[
-        str, typer.Option(help="int8-dynamic, int8-block, int4-block (CPU) or fp16 (GPU).")
+        Literal[QUANT_SCHEMES],
+        typer.Option(
+            help="int8-dynamic, int8-block, int4-block (CPU) or fp16 (GPU).",
+        ),
     ] = "int8-dynamic",
     preset: Annotated[
-        str | None, typer.Option(help="int8-dynamic target: avx2 (default), avx512, avx512_vnni, arm64.")
+        Literal[QUANT_PRESETS] | None,
+        typer.Option(
+            help=f"int8-dynamic only: the target CPU (default {DEFAULT_QUANT_PRESET}: runs on every x86-64 CPU).",
+        ),
     ] = None,
     per_tensor: Annotated[
         bool,
@@ -280,7 +413,9 @@ def quantize(
     graphs: Annotated[
         str | None, typer.Option(help="Comma-separated graphs to quantize (default: the measured choice).")
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an existing package (only one rxt-edge wrote; never the source).")
+    ] = False,
     report: Annotated[bool, typer.Option(help="Compare with the source on a 6-turn script.")] = True,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for the report.")] = None,
     provider: Annotated[
@@ -289,7 +424,8 @@ def quantize(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result and report as JSON.")] = False,
 ) -> None:
     """Quantize a model package (new directory, manifest updated) and report quality and speed against it."""
-    from rxt_edge.export.quant_report import compare_packages, print_quant_report
+    _check_quantize_options(scheme, preset, per_tensor, graphs)
+    from rxt_edge.bench.quant_report import compare_packages, print_quant_report
     from rxt_edge.export.quantize import DEFAULT_SCOPES, QuantizeError, Scope, quantize_package
 
     from rxt_edge.manifest import ManifestError
@@ -319,6 +455,98 @@ def quantize(
     err.print(f"[green]wrote[/] {output} ({scheme}, graphs: {', '.join(result.scope.graphs)})")
     if rep:
         print_quant_report(rep, Console())
+
+
+def _check_quantize_options(scheme: str, preset: str | None, per_tensor: bool, graphs: str | None) -> None:
+    """The option combinations quantize refuses, refused before anything loads or any spinner shows."""
+    from rxt_edge.contract import GRAPH_NAMES
+
+    if scheme != "int8-dynamic" and (preset is not None or per_tensor):
+        option = "--preset" if preset is not None else "--per-tensor"
+        raise fail(f"{option} applies to --scheme int8-dynamic only, not to {scheme}")
+    if graphs is not None:
+        names = [g.strip() for g in graphs.split(",") if g.strip()]
+        unknown = [g for g in names if g not in GRAPH_NAMES]
+        if unknown or not names:
+            raise fail(f"--graphs: {', '.join(unknown) or 'empty'}; choose from {', '.join(GRAPH_NAMES)}")
+
+
+@app.command(short_help="Serve a model over an OpenAI-compatible HTTP API (stateful).")
+def serve(
+    model_dir: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="MODEL_DIR", help="Model package directory (default: the shipped demo model)."
+        ),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind (loopback unless you mean otherwise).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="State store: a SQLite file path (default ~/.local/state/rxt-edge/serve.sqlite3) or redis://host:port/db."
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="RXT_EDGE_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1/."),
+    ] = None,
+    model_name: Annotated[
+        str | None, typer.Option(help="Model id clients send (default: from the package).")
+    ] = None,
+    provider: Annotated[str, typer.Option(help="Execution provider: cpu, cuda or dml.")] = "cpu",
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="CPU threads per graph (default: ORT's).")
+    ] = None,
+    max_concurrent: Annotated[int, typer.Option(min=1, help="Turns decoding at once (decode slots).")] = 8,
+    max_waiting: Annotated[int, typer.Option(min=0, help="Turns queued beyond those before 429.")] = 32,
+    max_output_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Largest answer a request may ask for.")
+    ] = None,
+    max_body_kb: Annotated[int, typer.Option(min=1, help="Largest request body, in KiB.")] = 1024,
+    ttl: Annotated[
+        float | None, typer.Option(min=1, help="Forget stored states after this many seconds.")
+    ] = None,
+    max_states: Annotated[
+        int | None, typer.Option(min=1, help="Keep at most this many states (SQLite).")
+    ] = None,
+    state_dtype: Annotated[
+        str, typer.Option(help="Stored STM precision: float32 or float16 (half the bytes).")
+    ] = "float32",
+) -> None:
+    """Serve a model over OpenAI's Responses, Conversations and Chat Completions APIs, with a web chat at /.
+
+    Each conversation's state is its fixed-size STM, stored after every turn (docs/serve.md)."""
+    try:
+        from rxt_edge.apps.serve import run
+        from rxt_edge.apps.serve.app import ServeOptions, default_store_path
+        from rxt_edge.apps.serve.store import StoreError
+    except ImportError as e:
+        raise fail(f"rxt-edge serve needs the serve extra: pip install 'rxt-edge[serve]' ({e})") from None
+    from rxt_edge.apps.demo import DemoModelMissing, find_demo_model
+    from rxt_edge.runtimes.providers import ProviderUnavailableError
+
+    from rxt_edge.manifest import ManifestError
+
+    if state_dtype not in ("float32", "float16"):
+        raise fail(f"--state-dtype must be float32 or float16, got {state_dtype!r}")
+    try:
+        package = find_demo_model() if model_dir is None else model_dir
+    except DemoModelMissing as e:
+        raise fail(str(e)) from None
+    if store is None:
+        store = str(default_store_path())
+        Path(store).parent.mkdir(parents=True, exist_ok=True)
+    name = model_name or ("rxt-edge-demo" if model_dir is None else Path(package).resolve().name)
+    options = ServeOptions(
+        name, api_key, max_body_kb * 1024, max_output_tokens, max_concurrent, max_waiting, state_dtype
+    )
+    try:
+        run(Path(package), options, store, host, port, provider, threads, ttl, max_states)
+    except (StoreError, ManifestError, ProviderUnavailableError) as e:
+        raise fail(str(e)) from None
 
 
 def main() -> None:

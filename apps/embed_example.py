@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--snapshots", type=Path, default=Path("snapshots"), help="where memories are kept")
     args = parser.parse_args(argv)
     if args.model_dir is None:
-        from rxt_edge.apps.chat import find_demo_model
+        from rxt_edge.apps.demo import find_demo_model
 
         args.model_dir = find_demo_model()
 

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rxt_edge.apps.chat import ChatError, Generation, find_demo_model, one_line
+from rxt_edge.apps.chat import ChatError, generation_config, one_line
+from rxt_edge.apps.demo import DemoModelMissing, find_demo_model
 
-from rxt_edge import RxTSession
+from rxt_edge import GenerationConfig, RxTSession
 from rxt_edge.snapshot import load_snapshot
 
 CLI = [sys.executable, "-m", "rxt_edge.apps.cli", "chat"]
@@ -188,6 +189,8 @@ def test_interactive_session(tiny_package, session, terminal, tmp_path):
     expected = [(conv.say(m, max_new_tokens=LONG), conv.last_stats.answer_tokens) for m in (first, second)]
     t = terminal(str(tiny_package), "--max-new-tokens", str(LONG))
     t.expect("rxt-edge chat")
+    limit = session.dims.max_seq_len - 5  # [BOS][Q] ... [A], one answer token, [EOS]
+    t.expect(rf"messages up to {limit} tokens \(longer: --truncate keeps the end\)")
     t.expect(PROMPT)
 
     for message, (answer, tokens) in zip([first, second], expected, strict=True):
@@ -207,6 +210,14 @@ def test_interactive_session(tiny_package, session, terminal, tmp_path):
     conv = session.conversation()
     _answers(session, [first, second], LONG, conv)
     np.testing.assert_allclose(_stm(a, session), conv.stm(), atol=1e-5)
+    saved = a.read_bytes()
+    t.command(f"/save {a}", r"error: .*a\.rxtsnap exists; /save! ")
+    assert a.read_bytes() == saved
+    a.write_bytes(b"old")
+    t.command(f"/save! {a}", "saved the memory to")
+    assert a.read_bytes() == saved
+    nowhere = tmp_path / "no-such-dir" / "x.rxtsnap"
+    t.command(f"/save {nowhere}", r"error: cannot save to .*no-such-dir does not exist")
 
     # Ctrl-C while the answer streams: it stops, the turn is dropped, the memory is unchanged
     t.enter("Tell me a very long story.")
@@ -368,17 +379,18 @@ def test_resume_and_system_prompt(tiny_package, session, tmp_path):
     conv.save(snap)
     out = _run(str(tiny_package), "--resume", str(snap), "--json", "-m", MESSAGES[1], tmp_path=tmp_path)
     assert out.returncode == 0, out.stderr
-    resumed = conv.say(MESSAGES[1], max_new_tokens=256)  # the app's default length
+    default = GenerationConfig().max_new_tokens  # the app's default length is the API's
+    resumed = conv.say(MESSAGES[1], max_new_tokens=default)
     assert json.loads(out.stdout)["answer"] == resumed
-    assert resumed != session.conversation().say(MESSAGES[1], max_new_tokens=256)  # the memory matters
+    assert resumed != session.conversation().say(MESSAGES[1], max_new_tokens=default)  # the memory matters
 
     system = "Answer briefly."
     conv = session.conversation()
     conv.set_system_prompt(system)
     out = _run(str(tiny_package), "--system", system, "--json", "-m", MESSAGES[0], tmp_path=tmp_path)
-    instructed = conv.say(MESSAGES[0], max_new_tokens=256)
+    instructed = conv.say(MESSAGES[0], max_new_tokens=default)
     assert json.loads(out.stdout)["answer"] == instructed
-    assert instructed != session.conversation().say(MESSAGES[0], max_new_tokens=256)
+    assert instructed != session.conversation().say(MESSAGES[0], max_new_tokens=default)
 
 
 @pytest.mark.slow
@@ -455,22 +467,22 @@ def test_embed_example_remembers_each_user_across_restarts(tiny_package, session
 
 
 def test_missing_demo_model_names_where_it_looked(tmp_path):
-    with pytest.raises(ChatError, match=r"demo model was not found.*no-demo.*MODEL_DIR"):
+    with pytest.raises(DemoModelMissing, match=r"demo model was not found.*no-demo.*MODEL_DIR"):
         find_demo_model([tmp_path / "no-demo"])
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "manifest.json").write_text("{}")
     assert find_demo_model([tmp_path / "no-demo", tmp_path / "pkg"]) == tmp_path / "pkg"
 
 
-def test_default_demo_location_is_next_to_the_package():
+def test_default_demo_is_the_int8_package():
+    """Installed package data (a wheel) or the checkout's models/demo/package-int8: the same files either way."""
     import rxt_edge
 
-    demo = Path(rxt_edge.__file__).resolve().parent.parent / "models" / "demo" / "package"
-    if (demo / "manifest.json").is_file():
-        assert find_demo_model() == demo
-    else:
-        with pytest.raises(ChatError, match=re.escape(str(demo))):
-            find_demo_model()
+    checkout = Path(rxt_edge.__file__).resolve().parent.parent / "models" / "demo" / "package-int8"
+    found = find_demo_model()
+    assert json.loads((found / "manifest.json").read_text())["precision"] == "int8-dynamic"
+    if (checkout / "manifest.json").is_file():
+        assert (found / "manifest.json").read_bytes() == (checkout / "manifest.json").read_bytes()
 
 
 @pytest.mark.parametrize(
@@ -479,11 +491,13 @@ def test_default_demo_location_is_next_to_the_package():
         ("--top-p", {"top_p": 0.0}),
         ("--temperature", {"temperature": -1.0}),
         ("--max-new-tokens", {"max_new_tokens": 0}),
+        ("--repetition-penalty", {"repetition_penalty": 0.0}),
+        ("--seed", {"seed": 1.5}),
     ],
 )
 def test_bad_generation_options_name_the_option(option, kwargs):
     with pytest.raises(ChatError, match=re.escape(option)):
-        Generation(**kwargs).check()
+        generation_config(**kwargs)
 
 
 def test_one_line_keeps_answers_on_one_safe_line():
