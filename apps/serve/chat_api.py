@@ -17,9 +17,8 @@ from typing import Any
 
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
-from .context import blocking, check_model, ctx, json_body, new_id
+from .context import answer_json, blocking, check_model, ctx, json_body, new_id
 from .errors import api_error
 from .inputs import bad, conversation_of, generation, optional
 from .pool import Commit, TurnPool, TurnRequest, TurnResult
@@ -75,13 +74,7 @@ async def chat_completions(request: Request) -> Any:
     events = c.pool.run(TurnRequest(base, query, config, finish, system_now, history))
     await events.__anext__()  # ("ready", None): errors before the answer become 4xx
     if not stream:
-        try:
-            async for kind, value in events:
-                if kind == "done":
-                    return JSONResponse(value[1])
-        finally:
-            await events.aclose()
-        raise RuntimeError("the turn ended without an answer")
+        return await answer_json(events)
     return EventSourceResponse(_stream(events, head, include_usage), ping=15)
 
 

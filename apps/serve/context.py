@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from .errors import ApiError
 from .inputs import Limits
@@ -77,3 +78,14 @@ def check_model(body: dict, served: str) -> None:
 async def blocking(fn, *args):
     """Store reads and other blocking calls off the event loop."""
     return await run_in_threadpool(fn, *args)
+
+
+async def answer_json(events) -> JSONResponse:
+    """A non-streamed answer: drain the turn's events to its final body (closing them whatever happens)."""
+    try:
+        async for kind, value in events:
+            if kind == "done":
+                return JSONResponse(value[1])
+    finally:
+        await events.aclose()
+    raise RuntimeError("the turn ended without an answer")

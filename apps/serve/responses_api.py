@@ -17,7 +17,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from .context import blocking, check_model, ctx, json_body, new_id, valid_id
+from .context import answer_json, blocking, check_model, ctx, json_body, new_id, valid_id
 from .errors import api_error, not_found
 from .inputs import bad, conversation_of, generation, history_of, metadata, optional
 from .pool import Commit, StateNotFoundError, TurnRequest, TurnResult
@@ -168,13 +168,7 @@ async def create_response(request: Request) -> Any:
     events = pool.run(turn)
     await events.__anext__()  # ("ready", None): errors before the answer starts become 4xx here
     if not stream:
-        try:
-            async for kind, value in events:
-                if kind == "done":
-                    return JSONResponse(value[1])
-        finally:
-            await events.aclose()
-        raise RuntimeError("the turn ended without an answer")
+        return await answer_json(events)
     return EventSourceResponse(_stream(events, resp_id, msg_id, req), ping=15)
 
 
