@@ -34,12 +34,7 @@ def print_verify(report) -> None:
             f"{t.runtime_stm_step_diff:.1e}",
             f"{t.runtime_stm_max_diff:.1e}",
         )
-    Console().print(table)
-    if report.passed:
-        Console().print(f"[green]PASS[/] within tolerances {report.tolerances}")
-    else:
-        for f in report.failures:
-            err.print(f"[red]FAIL[/] {f}")
+    _verdict(table, report, f"within tolerances {report.tolerances}")
 
 
 def print_rxlm_verify(report) -> None:
@@ -57,9 +52,13 @@ def print_rxlm_verify(report) -> None:
             str(len(t.runtime_answer)),
             f"{t.stm_max_diff:.1e}",
         )
+    _verdict(table, report, f"the runtime answers as {report.reference} does")
+
+
+def _verdict(table, report, passed: str) -> None:
+    """The table, then PASS (stdout) or each failure (stderr)."""
     Console().print(table)
     if report.passed:
-        Console().print(f"[green]PASS[/] the runtime answers as {report.reference} does")
-    else:
-        for f in report.failures:
-            err.print(f"[red]FAIL[/] {f}")
+        Console().print(f"[green]PASS[/] {passed}")
+    for f in report.failures:
+        err.print(f"[red]FAIL[/] {f}")
