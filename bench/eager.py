@@ -90,18 +90,13 @@ def torch_eager_speed(model, opts: BenchOptions) -> dict[str, Any]:
     }
 
 
-def _reset_rxlm_caches(rx) -> None:
-    for module in rx.modules():
-        if hasattr(module, "reset_inner_cache"):
-            module.reset_inner_cache()
-
-
 def rxlm_eager_speed(model, rx, opts: BenchOptions) -> dict[str, Any]:
     """rxlm's cached generation path, driven step by step as its `interact()` does: STM K/V pre-cache and
     prompt with the self-attention cache, then one token per call with `current_positions`; after the answer,
     encoder + memory attention. rxlm projects the STM K/V at the start of each answer, so that is in its prompt
     time (ours does it at the end of the memory update)."""
     import torch
+    from rxt_edge.export.checkpoints.rxlm_twin import reset_rxlm_caches, rxlm_version
 
     sp = model.cfg.special_tokens
     eos, vocab = sp["eos"], model.cfg.vocab_size
@@ -116,7 +111,7 @@ def rxlm_eager_speed(model, rx, opts: BenchOptions) -> dict[str, Any]:
         for t in range(-1, opts.speed_turns):
             query = query_ids(WARMUP_TURN if t < 0 else t, q, vocab, opts.seed)
             prompt = contract.turn_prompt(sp, query)
-            _reset_rxlm_caches(rx)
+            reset_rxlm_caches(rx)
             ids = torch.tensor([prompt], device=device)
             sync()
             t0 = time.perf_counter()
@@ -160,17 +155,8 @@ def rxlm_eager_speed(model, rx, opts: BenchOptions) -> dict[str, Any]:
                 update_t.append(t3 - t2)
     model.to("cpu")
     return {
-        "engine": f"PyTorch eager (rxlm {_dist_version('rxlm')}, cached decode, {device})",
+        "engine": f"PyTorch eager (rxlm {rxlm_version()}, cached decode, {device})",
         "device": device,
         **speed_summary(prompt_t, decode_t, update_t),
         "same_weights_first_logits_max_diff": first_logits_diff,
     }
-
-
-def _dist_version(name: str) -> str:
-    try:
-        from importlib.metadata import version
-
-        return version(name)
-    except Exception:  # noqa: BLE001 - a label only
-        return "?"

@@ -24,6 +24,7 @@ import numpy as np
 from rxt_edge import contract
 from rxt_edge.session import RxTSession
 
+from .checkpoints.rxlm_twin import reset_rxlm_caches, rxlm_version
 from .verify import DEFAULT_QUERIES, TOLERANCES
 
 
@@ -88,9 +89,7 @@ def _rxlm_answer(model, prompt: list[int], budget: int, eos: int) -> list[int]:
     """One greedy turn through rxlm's `interact()`, which also updates its STM; the answer without [EOS]."""
     import torch
 
-    for module in model.modules():  # rxlm's own reset skips the final memory-free layers' caches
-        if hasattr(module, "reset_inner_cache"):
-            module.reset_inner_cache()
+    reset_rxlm_caches(model)
     fast = "thinking_mode" in inspect.signature(model.interact).parameters  # RxTBeta: answer without thinking
     stream = model.interact(
         torch.tensor([prompt[:-1]]),  # interact() appends [A] itself
@@ -117,7 +116,7 @@ def verify_against_rxlm(
     with RxTSession.load(package_dir) as session:
         pkg, limit = session.package, session.dims.max_seq_len
         sp, tol = pkg.manifest.special_tokens, TOLERANCES.get(pkg.manifest.precision, TOLERANCES["fp16"])
-        report = RxlmReport("rxlm " + _version(), pkg.manifest.precision, [])
+        report = RxlmReport("rxlm " + rxlm_version(), pkg.manifest.precision, [])
         conv = session.conversation()
         for t in range(turns):
             query = pkg.tokenizer.encode(queries[t % len(queries)])[: contract.max_query_tokens(limit)]
@@ -142,12 +141,3 @@ def verify_against_rxlm(
             report.failures.append(f"turn {r.turn}: STM differs from rxlm's by {r.stm_max_diff:.2e}")
     report.passed = not report.failures
     return report
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("rxlm")
-    except Exception:  # noqa: BLE001 - a label only
-        return "?"

@@ -210,21 +210,28 @@ async def _stream(events: AsyncIterator, resp_id: str, msg_id: str, req: dict) -
         await events.aclose()
 
 
-async def get_response(request: Request) -> JSONResponse:
-    resp_id = request.path_params["response_id"]
-    rec = await blocking(ctx(request).pool.record, resp_id) if valid_id(resp_id, "resp") else None
+async def _stored(request: Request, kind: str, prefix: str) -> tuple[str, dict]:
+    """(id, record) of the response or conversation the path names; 404 for a malformed or unknown id."""
+    key = request.path_params[f"{kind}_id"]
+    rec = await blocking(ctx(request).pool.record, key) if valid_id(key, prefix) else None
     if rec is None:
-        raise not_found("response", resp_id)
+        raise not_found(kind, key)
+    return key, rec
+
+
+async def _delete(request: Request, kind: str, prefix: str) -> JSONResponse:
+    key, _ = await _stored(request, kind, prefix)
+    await blocking(ctx(request).pool.store.delete, [key])
+    return JSONResponse({"id": key, "object": f"{kind}.deleted", "deleted": True})
+
+
+async def get_response(request: Request) -> JSONResponse:
+    _, rec = await _stored(request, "response", "resp")
     return JSONResponse(rec["response"])
 
 
 async def delete_response(request: Request) -> JSONResponse:
-    resp_id = request.path_params["response_id"]
-    pool = ctx(request).pool
-    if not valid_id(resp_id, "resp") or await blocking(pool.record, resp_id) is None:
-        raise not_found("response", resp_id)
-    await blocking(pool.store.delete, [resp_id])
-    return JSONResponse({"id": resp_id, "object": "response.deleted", "deleted": True})
+    return await _delete(request, "response", "resp")
 
 
 # --- conversations -----------------------------------------------------------------------------------------
@@ -258,17 +265,9 @@ async def create_conversation(request: Request) -> JSONResponse:
 
 
 async def get_conversation(request: Request) -> JSONResponse:
-    conv_id = request.path_params["conversation_id"]
-    rec = await blocking(ctx(request).pool.record, conv_id) if valid_id(conv_id, "conv") else None
-    if rec is None:
-        raise not_found("conversation", conv_id)
+    _, rec = await _stored(request, "conversation", "conv")
     return JSONResponse(_public(rec))
 
 
 async def delete_conversation(request: Request) -> JSONResponse:
-    conv_id = request.path_params["conversation_id"]
-    pool = ctx(request).pool
-    if not valid_id(conv_id, "conv") or await blocking(pool.record, conv_id) is None:
-        raise not_found("conversation", conv_id)
-    await blocking(pool.store.delete, [conv_id])
-    return JSONResponse({"id": conv_id, "object": "conversation.deleted", "deleted": True})
+    return await _delete(request, "conversation", "conv")

@@ -176,3 +176,21 @@ def _copy_weights(model: RxTModel, rx, variant: str, ignorable) -> str | None:
                     done.add(cand)
     left = [k for k in theirs if k not in done and ".rope." not in k and not ignorable(k)]
     return f"rxlm tensors without a counterpart: {left[:5]}" if left else None
+
+
+def reset_rxlm_caches(rx) -> None:
+    """Drop every self-attention cache of an rxlm model: its own `reset_self_attn_cache()` skips the final
+    memory-free layers, whose stale cache would leak into the next generation."""
+    for module in rx.modules():
+        if hasattr(module, "reset_inner_cache"):
+            module.reset_inner_cache()
+
+
+def rxlm_version() -> str:
+    """The installed rxlm's version, for report labels ("?" when unknown)."""
+    try:
+        from importlib.metadata import version
+
+        return version("rxlm")
+    except Exception:  # noqa: BLE001 - a label only
+        return "?"
