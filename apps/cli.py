@@ -32,7 +32,10 @@ app = typer.Typer(
 err = Console(stderr=True, soft_wrap=True)  # an error line wraps where the terminal does: paths stay whole
 # `rxt-edge quantize` choices, spelled here so `--help` lists them without importing onnx; tests/test_cli.py
 # checks them against rxt_edge.export.quantize.
-QUANT_SCHEMES = ("int8-dynamic", "int8-block", "int4-block", "fp16")
+QUANT_SCHEMES = ("int8", "int4", "int8-dynamic", "int8-block", "int4-block", "fp16")
+# The MatMulNBits schemes, which take --block-size and --accuracy-level.
+QUANT_BLOCK_SCHEMES = ("int8", "int4", "int8-block", "int4-block")
+QUANT_BLOCK_SIZES = (16, 32, 64, 128, 256)
 QUANT_PRESETS = ("avx2", "avx512", "avx512_vnni", "arm64")
 # One rule for `--preset` (quantize) and `--quant-preset` (bench): avx2 unless told otherwise. A quantized
 # package travels to other machines, and avx2 runs correctly on every x86-64 CPU; bench's rows then measure the
@@ -106,6 +109,14 @@ def export(
             help="Fuse RoPE into onnxruntime's RotaryEmbedding op and q/k/v projections into one MatMul (--no-fuse: standard ONNX ops, one MatMul each)."
         ),
     ] = True,
+    kv_cache: Annotated[
+        str,
+        typer.Option(
+            help="Decoder KV cache: static (one buffer per layer updated in place by GroupQueryAttention: "
+            "fastest, fixed shapes), dynamic (grows per step; for CUDA fp32 and other runtimes), or auto "
+            "(static where the model allows it)."
+        ),
+    ] = "auto",
 ) -> None:
     """Export a checkpoint to a model package: decoder, encoder, memory-update and memory-kv graphs + manifest.
 
@@ -136,13 +147,14 @@ def export(
                 overwrite=overwrite,
                 progress=lambda name: bar.update(task, description=f"exporting the {name} graph"),
                 fuse=fuse,
+                kv_cache=kv_cache,
             )
         except ExportError as e:
             raise fail(str(e)) from None
     d = manifest.model
     err.print(
         f"[green]exported[/] {output}: {d.memory_layers} memory layers, {d.stm_slots} slots x {d.dim}, "
-        f"vocab {d.vocab_size}, {manifest.precision}"
+        f"vocab {d.vocab_size}, {manifest.precision}, {manifest.graphs['decoder'].kv_cache} KV cache"
     )
     licence = declared_licence(Path(source.path))
     if licence:
@@ -333,6 +345,9 @@ def bench(
         str, typer.Option(help="Stateless baseline: reread, cached, both or none.")
     ] = "reread",
     reference: Annotated[bool, typer.Option(help="PyTorch eager rows (needs torch).")] = True,
+    peer: Annotated[
+        bool, typer.Option(help="onnxruntime-genai rows: a same-dims Llama (needs rxt-edge[peer]).")
+    ] = True,
     quantize: Annotated[
         str,
         typer.Option(
@@ -372,7 +387,7 @@ def bench(
         opts = BenchOptions(
             model_dir=model_dir, config=config, provider=provider, threads=threads, turns=turns,
             query_tokens=query_tokens, answer_tokens=answer_tokens, typing_delays=delays, update_turns=update_turns,
-            speed_turns=speed_turns, baseline=baseline, reference=reference,
+            speed_turns=speed_turns, baseline=baseline, reference=reference, peer=peer,
             quantize=None if quantize == "none" else quantize, quant_preset=quant_preset, quant_per_tensor=per_tensor,
             workdir=workdir,
         )  # fmt: skip
@@ -395,9 +410,10 @@ def quantize(
     scheme: Annotated[
         Literal[QUANT_SCHEMES],
         typer.Option(
-            help="int8-dynamic, int8-block, int4-block (CPU) or fp16 (GPU).",
+            help="int8, int4 (MatMulNBits, the measured defaults), int8-dynamic, int8-block, int4-block (block "
+            "32) or fp16 (GPU).",
         ),
-    ] = "int8-dynamic",
+    ] = "int8",
     preset: Annotated[
         Literal[QUANT_PRESETS] | None,
         typer.Option(
@@ -410,6 +426,20 @@ def quantize(
             help="int8-dynamic: one weight scale per matrix, not per output channel (faster, less exact)."
         ),
     ] = False,
+    block_size: Annotated[
+        int | None,
+        typer.Option(
+            help="int8/int4/*-block: weights per scale along K (16, 32, 64, 128, 256; default: the scheme's)."
+        ),
+    ] = None,
+    accuracy_level: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=4,
+            help="int8/int4/*-block: MatMulNBits compute (4: int8 activations, fastest on CPU; 0-3: float).",
+        ),
+    ] = None,
     graphs: Annotated[
         str | None, typer.Option(help="Comma-separated graphs to quantize (default: the measured choice).")
     ] = None,
@@ -424,7 +454,7 @@ def quantize(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result and report as JSON.")] = False,
 ) -> None:
     """Quantize a model package (new directory, manifest updated) and report quality and speed against it."""
-    _check_quantize_options(scheme, preset, per_tensor, graphs)
+    _check_quantize_options(scheme, preset, per_tensor, graphs, block_size, accuracy_level)
     from rxt_edge.bench.quant_report import compare_packages, print_quant_report
     from rxt_edge.export.quantize import DEFAULT_SCOPES, QuantizeError, Scope, quantize_package
 
@@ -443,6 +473,8 @@ def quantize(
                 scope,
                 overwrite=overwrite,
                 per_channel=False if per_tensor else None,
+                block_size=block_size,
+                accuracy_level=accuracy_level,
             )
         with err.status("measuring the report (quality, then speed)"):
             rep = compare_packages(model_dir, output, threads=threads, provider=provider) if report else None
@@ -457,13 +489,25 @@ def quantize(
         print_quant_report(rep, Console())
 
 
-def _check_quantize_options(scheme: str, preset: str | None, per_tensor: bool, graphs: str | None) -> None:
+def _check_quantize_options(
+    scheme: str,
+    preset: str | None,
+    per_tensor: bool,
+    graphs: str | None,
+    block_size: int | None = None,
+    accuracy_level: int | None = None,
+) -> None:
     """The option combinations quantize refuses, refused before anything loads or any spinner shows."""
     from rxt_edge.contract import GRAPH_NAMES
 
     if scheme != "int8-dynamic" and (preset is not None or per_tensor):
         option = "--preset" if preset is not None else "--per-tensor"
         raise fail(f"{option} applies to --scheme int8-dynamic only, not to {scheme}")
+    if scheme not in QUANT_BLOCK_SCHEMES and (block_size is not None or accuracy_level is not None):
+        option = "--block-size" if block_size is not None else "--accuracy-level"
+        raise fail(f"{option} applies to --scheme {', '.join(QUANT_BLOCK_SCHEMES)} only, not to {scheme}")
+    if block_size is not None and block_size not in QUANT_BLOCK_SIZES:
+        raise fail(f"--block-size {block_size}: choose one of {', '.join(map(str, QUANT_BLOCK_SIZES))}")
     if graphs is not None:
         names = [g.strip() for g in graphs.split(",") if g.strip()]
         unknown = [g for g in names if g not in GRAPH_NAMES]

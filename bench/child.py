@@ -17,7 +17,7 @@ from typing import Any
 
 from rxt_edge import contract
 
-from .machine import device_memory_mb, load_average, peak_rss_mb
+from .machine import load_average, peak_rss_mb, run_record
 from .options import WARMUP_TURN, BenchError, query_ids
 
 
@@ -69,13 +69,7 @@ def rxt_turns(job: dict[str, Any]) -> dict[str, Any]:
     conv.wait_memory()
     turns[-1]["update_s"] = conv.last_update_s
     session.close()
-    return {
-        "turns": turns,
-        "peak_rss_mb": peak_rss_mb(),
-        "rss_after_load_mb": rss_loaded,
-        "device_memory": device_memory_mb(job["provider"]),
-        "torch_imported": "torch" in sys.modules,
-    }
+    return run_record(turns, rss_loaded, job["provider"])
 
 
 def baseline_turns(job: dict[str, Any]) -> dict[str, Any]:
@@ -115,17 +109,17 @@ def baseline_turns(job: dict[str, Any]) -> dict[str, Any]:
             }
         )
         _progress_line(t + 1, n)
-    return {
-        "turns": turns,
-        "params": chat.params,
-        "peak_rss_mb": peak_rss_mb(),
-        "rss_after_load_mb": rss_loaded,
-        "device_memory": device_memory_mb(job["provider"]),
-        "torch_imported": "torch" in sys.modules,
-    }
+    return {**run_record(turns, rss_loaded, job["provider"]), "params": chat.params}
 
 
-JOBS = {"rxt_turns": rxt_turns, "baseline_turns": baseline_turns}
+def genai_turns(job: dict[str, Any]) -> dict[str, Any]:
+    """Turns of the onnxruntime-genai peer (`rxt_edge.bench.peer`), in a child like the others."""
+    from .peer import genai_turns as run
+
+    return run(job)
+
+
+JOBS = {"rxt_turns": rxt_turns, "baseline_turns": baseline_turns, "genai_turns": genai_turns}
 
 
 def child_main() -> None:

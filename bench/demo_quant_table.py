@@ -24,6 +24,8 @@ from .quant_report import DEFAULT_QUERIES, compare_packages
 D, E, M = contract.DECODER, contract.ENCODER, contract.MEMORY_UPDATE
 # (scheme, preset, label, scope, per_channel: None = the preset's)
 ROWS: list[tuple[str, str | None, str, Scope | None, bool | None]] = [
+    ("int8", None, "decoder", None, None),
+    ("int4", None, "decoder", None, None),
     ("int8-dynamic", "avx2", "decoder", None, None),
     ("int8-dynamic", "avx512_vnni", "decoder", None, None),
     ("int8-dynamic", "avx512_vnni", "decoder, per-tensor", None, False),

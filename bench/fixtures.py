@@ -34,6 +34,26 @@ def preset_checkpoint(config: str, directory: Path, seed: int = 0, scale: float 
     return directory
 
 
+def random_checkpoint(config, directory: Path, seed: int = 0) -> Path:
+    """A native checkpoint of `config` with weights of a useful scale (matrices N(0, 1/fan_in), so greedy answers
+    vary; the initial STM N(0, 1)) and a tokenizer beside it, written once into `directory`."""
+    import torch
+    from rxt_edge.export.checkpoints.native import save_native
+    from rxt_edge.export.model import RxTModel
+
+    if not (directory / "config.json").is_file():
+        torch.manual_seed(seed)
+        model = RxTModel(config).eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() >= 2:
+                    p.normal_(0.0, p.shape[1] ** -0.5)
+            model.initial_stm.normal_(0.0, 1.0)
+        save_native(model, directory)
+        write_bench_tokenizer(directory / "tokenizer.json")
+    return directory
+
+
 def export_checkpoint(
     checkpoint: Path,
     package: Path,

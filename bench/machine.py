@@ -183,3 +183,14 @@ def device_memory_mb(provider: str) -> dict[str, Any] | None:
         "mb": float(used[0]) if used else None,
         "method": "nvidia-smi memory.used of GPU 0 (this process not listed: other processes may be included)",
     }
+
+
+def run_record(turns: list[dict[str, Any]], rss_after_load_mb: float | None, provider: str) -> dict[str, Any]:
+    """What every child measurement returns besides its own fields: the turns, memory, and the torch check."""
+    return {
+        "turns": turns,
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_after_load_mb": rss_after_load_mb,
+        "device_memory": device_memory_mb(provider),
+        "torch_imported": "torch" in sys.modules,
+    }

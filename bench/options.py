@@ -39,6 +39,7 @@ class BenchOptions:
     speed_turns: int | None = None  # None: min(8, turns)
     baseline: str = "reread"  # "reread" | "cached" | "both" | "none"
     reference: bool = True  # PyTorch eager rows (ours, and rxlm where installed)
+    peer: bool = True  # onnxruntime-genai rows: a same-dims Llama (bench/peer.py), where importable
     quantize: str | None = DEFAULT_QUANT_SCHEME  # a scheme of rxt_edge.export.quantize, or None
     quant_preset: str | None = "auto"  # int8-dynamic only; "auto": from this CPU's instruction set
     quant_per_tensor: bool = False  # int8-dynamic only: one weight scale per matrix instead of per channel

@@ -28,6 +28,8 @@ from .quant_report import DEFAULT_QUERIES, SpeedProbe, compare_packages
 
 # (label, scheme, preset)
 VARIANTS = [
+    ("int8", "int8", None),
+    ("int4", "int4", None),
     ("int8-dynamic/avx2", "int8-dynamic", "avx2"),
     ("int8-dynamic/avx512_vnni", "int8-dynamic", "avx512_vnni"),
     ("int8-block", "int8-block", None),
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, scope in SCOPES.items():
                 if args.scope_names and name not in args.scope_names.split(","):
                     continue
-                if scope.embedding and scheme == "int8-block":
+                if scope.embedding and scheme in ("int8", "int8-block"):
                     continue  # MatMulNBits' GatherBlockQuantized is 4-bit only
                 dest = src.parent / "scopes" / f"{scheme}-{name}"
                 if not (dest / "manifest.json").is_file():

@@ -86,6 +86,7 @@ class QuantReport:
     decode_speedup: float | None
     recall: dict[str, dict[str, float]] | None = None
     answers: dict[str, list[list[int]]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the scheme did not cover, and the routed experts
 
     @property
     def final_stm_drift(self) -> float:
@@ -104,6 +105,20 @@ def _sizes(pkg: ModelPackage) -> dict[str, int]:
         out[name] = sum((pkg.directory / f.file).stat().st_size for f in files)
     out["total"] = sum(out.values())
     return out
+
+
+def expert_notes(quantization: dict[str, Any]) -> list[str]:
+    """Lines on the routed experts of a quantized package (its manifest's `quantization.experts`), fp32 ones first."""
+    notes = []
+    for graph, rec in (quantization.get("experts") or {}).items():
+        for node, why in rec.get("kept_fp32", {}).items():
+            notes.append(f"{graph}: MoE node {node} kept fp32 ({why})")
+        if rec.get("qmoe_nodes"):
+            blocks = ", ".join(str(b) if b else "per row" for b in rec.get("block_sizes", []))
+            notes.append(
+                f"{graph}: {rec['qmoe_nodes']} MoE node(s) as QMoE, {rec['bits']}-bit, block {blocks}"
+            )
+    return notes
 
 
 def _encode_queries(pkg: ModelPackage, queries: Sequence[str], room: int) -> list[list[int]]:
@@ -317,6 +332,7 @@ def compare_packages(
         timing=timing,
         decode_speedup=speedup,
         recall=recall_result,
+        notes=expert_notes(qrec),
         **qual,
     )
 
@@ -354,5 +370,7 @@ def print_quant_report(report: QuantReport, console) -> None:
         for d, acc in report.recall["source"].items():
             table.add_row(f"recall, delay {d}", f"{acc:.0%}", f"{report.recall['quantized'][d]:.0%}")
     console.print(table)
+    for note in report.notes:
+        console.print(f"note: {note}")
     if report.decode_speedup:
         console.print(f"decode speed-up x{report.decode_speedup:.2f} (this machine; medians over turns)")

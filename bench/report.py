@@ -70,9 +70,10 @@ def print_report(report: dict[str, Any], console) -> None:
         "memory update",
         "decode speedup vs torch",
         "vs rxlm",
+        "vs genai",
     ):
         t.add_column(col, justify="right")
-    for row in sp.get("runtime", []) + sp.get("reference", []):
+    for row in sp.get("runtime", []) + sp.get("reference", []) + sp.get("peer", {}).get("rows", []):
         t.add_row(
             row["engine"],
             _fmt(row["prompt_ms"], ".2f", " ms"),
@@ -81,6 +82,7 @@ def print_report(report: dict[str, Any], console) -> None:
             _fmt(row["memory_update_ms"], ".1f", " ms"),
             _fmt(row.get("speedup_vs_torch", {}).get("decode"), ".2f", "x"),
             _fmt(row.get("speedup_vs_rxlm", {}).get("decode"), ".2f", "x"),
+            _fmt(row.get("speedup_vs_peer", {}).get("decode"), ".2f", "x"),
         )
     console.print(t)
     t = Table(title="Memory update off the user's path")
@@ -180,19 +182,26 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"Speed ({sp.get('prompt_tokens')}-token prompt, {sp.get('decode_tokens')} tokens decoded, median of "
         f"{s['speed_turns']} turns; best turn in brackets):",
         "",
-        "| engine | prompt | decode / token | memory update | decode speedup vs PyTorch eager (ours) | vs rxlm |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| engine | prompt | decode / token | memory update | decode speedup vs PyTorch eager (ours) | vs rxlm | vs genai (same dims) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in sp.get("runtime", []) + sp.get("reference", []):
+    for row in sp.get("runtime", []) + sp.get("reference", []) + sp.get("peer", {}).get("rows", []):
         st, sr = row.get("speedup_vs_torch", {}), row.get("speedup_vs_rxlm", {})
+        sg = row.get("speedup_vs_peer", {})
         out.append(
             f"| {row['engine']} | {f(row['prompt_ms'], '.2f', ' ms')} | {f(row['decode_ms_per_token'], '.2f', ' ms')} "
             f"({f(row.get('decode_ms_per_token_best'), '.2f')}) | {f(row['memory_update_ms'], '.1f', ' ms')} | "
-            f"{f(st.get('decode'), '.2f', 'x')} ({f(st.get('decode_best'), '.2f', 'x')}) | "
-            f"{f(sr.get('decode'), '.2f', 'x')} ({f(sr.get('decode_best'), '.2f', 'x')}) |"
-            if st or sr
-            else f"| {row['engine']} | {f(row['prompt_ms'], '.2f', ' ms')} | {f(row['decode_ms_per_token'], '.2f', ' ms')} "
-            f"({f(row.get('decode_ms_per_token_best'), '.2f')}) | {f(row['memory_update_ms'], '.1f', ' ms')} | | |"
+            + (
+                f"{f(st.get('decode'), '.2f', 'x')} ({f(st.get('decode_best'), '.2f', 'x')}) | "
+                f"{f(sr.get('decode'), '.2f', 'x')} ({f(sr.get('decode_best'), '.2f', 'x')}) |"
+                if st or sr
+                else " | |"
+            )
+            + (
+                f" {f(sg.get('decode'), '.2f', 'x')} ({f(sg.get('decode_best'), '.2f', 'x')}) |"
+                if sg
+                else " |"
+            )
         )
     out += [
         "",

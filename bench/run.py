@@ -20,6 +20,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +90,10 @@ class _Bars:
             self._progress.console.print(f"[dim][{time.strftime('%H:%M:%S')}][/] {escape(description)}")
 
 
-def _rxt_job(
+def rxt_job(
     package: Path, opts: BenchOptions, turns: int, answer: int, delay: float | None
 ) -> dict[str, Any]:
+    """The child job (`child.rxt_turns`) of `turns` turns on a package (decode_compare times with it too)."""
     return {
         "kind": "rxt_turns",
         "package": str(package),
@@ -132,6 +134,7 @@ def run_bench(opts: BenchOptions, console=None) -> dict[str, Any]:
             "update_turns": opts.update_turns,
             "speed_turns": opts.speed_turns,
             "baseline": opts.baseline,
+            "peer": opts.peer,
             "quantize": opts.quantize,
             "quant_preset": quant_preset(opts),
             "quant_per_tensor": opts.quant_per_tensor,
@@ -150,7 +153,7 @@ def run_bench(opts: BenchOptions, console=None) -> dict[str, Any]:
         with _Bars(console) as bars:
             prep = prepare(opts, workdir, bars.step)
             report["notes"] += prep.notes
-            _measure(report, prep, opts, bars)
+            _measure(report, prep, opts, bars, workdir)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -172,7 +175,7 @@ def _timed(
     return result
 
 
-def _measure(report: dict[str, Any], prep: Prepared, opts: BenchOptions, bars: _Bars) -> None:
+def _measure(report: dict[str, Any], prep: Prepared, opts: BenchOptions, bars: _Bars, workdir: Path) -> None:
     from rxt_edge.manifest import load_manifest
 
     manifest = load_manifest(prep.package)
@@ -189,7 +192,7 @@ def _measure(report: dict[str, Any], prep: Prepared, opts: BenchOptions, bars: _
     r = _timed(
         report,
         bars,
-        _rxt_job(prep.package, opts, opts.turns, opts.answer_tokens, None),
+        rxt_job(prep.package, opts, opts.turns, opts.answer_tokens, None),
         bars.task("RxT turns"),
     )
     lat["rxt"] = _curve(r, opts)
@@ -236,7 +239,7 @@ def _measure(report: dict[str, Any], prep: Prepared, opts: BenchOptions, bars: _
         res = _timed(
             report,
             bars,
-            _rxt_job(path, opts, opts.speed_turns, opts.answer_tokens, None),
+            rxt_job(path, opts, opts.speed_turns, opts.answer_tokens, None),
             bars.task(f"speed, {precision}"),
         )
         row: dict[str, Any] = {
@@ -265,6 +268,7 @@ def _measure(report: dict[str, Any], prep: Prepared, opts: BenchOptions, bars: _
                 with_state = (per_tok["weights"] + per_tok["stm_kv"]) / (bw["gb_per_s"] * 1e9) * 1e3
                 row["bandwidth_floor_with_stm_kv_ms"] = with_state
         rows.append(row)
+    peer = _peer(report, prep, opts, bars, workdir, rows, [load_manifest(p).precision for _, p in packages])
     ref_rows = []
     if opts.reference and prep.model is not None:
         from rxt_edge.export.checkpoints.rxlm_twin import rxlm_twin
@@ -299,6 +303,8 @@ def _measure(report: dict[str, Any], prep: Prepared, opts: BenchOptions, bars: _
         "runtime": rows,
         "reference": ref_rows,
     }
+    if peer is not None:
+        report["speed"]["peer"] = peer
 
     # 3. memory update off the path -----------------------------------------------------------------------
     upd = []
@@ -306,7 +312,7 @@ def _measure(report: dict[str, Any], prep: Prepared, opts: BenchOptions, bars: _
         res = _timed(
             report,
             bars,
-            _rxt_job(prep.package, opts, opts.update_turns, opts.answer_tokens, delay),
+            rxt_job(prep.package, opts, opts.update_turns, opts.answer_tokens, delay),
             bars.task(f"memory update, typing delay {delay * 1e3:g} ms"),
         )
         turns = res["turns"]
@@ -325,6 +331,68 @@ def _measure(report: dict[str, Any], prep: Prepared, opts: BenchOptions, bars: _
             }
         )
     report["memory_update"] = upd
+
+
+def _peer(
+    report: dict[str, Any],
+    prep: Prepared,
+    opts: BenchOptions,
+    bars: _Bars,
+    workdir: Path,
+    rows: list[dict[str, Any]],
+    precisions: list[str],
+) -> dict[str, Any] | None:
+    """onnxruntime-genai on a same-dims Llama at each row's nearest genai precision (`peer`); each of our rows
+    gets `speedup_vs_peer` (> 1: rxt-edge is faster). Anything missing or failing is a note, never an error."""
+    if not opts.peer:
+        return None
+    if opts.config is None or prep.model is None:
+        report["notes"].append("no onnxruntime-genai peer row: peers are built for --config presets")
+        return None
+    from . import peer
+
+    cfg = prep.model.cfg
+    dims, mapping, notes = peer.peer_plan(cfg, precisions, opts.provider)
+    report["notes"] += notes
+    if dims is None or not mapping:
+        return None
+    wanted = list(dict.fromkeys(mapping.values()))
+    try:
+        built = peer.build_peers(
+            dims, wanted, opts.provider, workdir / "peers", cfg.special_tokens, bars.step
+        )
+    except BenchError as e:
+        report["notes"].append(f"no onnxruntime-genai peer row: {e}")
+        return None
+    peer_rows = {}
+    for g in wanted:
+        job = peer.genai_job(
+            built[g], provider=opts.provider, threads=opts.thread_count, turns=opts.speed_turns,
+            query_tokens=opts.query_tokens, answer_tokens=opts.answer_tokens, special=cfg.special_tokens,
+            seed=opts.seed,
+        )  # fmt: skip
+        try:
+            res = _timed(report, bars, job, bars.task(f"speed, onnxruntime-genai peer {g}"))
+        except BenchError as e:
+            report["notes"].append(f"the onnxruntime-genai peer ({g}) failed: {e}")
+            continue
+        peer_rows[g] = peer.peer_row(res, built[g])
+    for row, precision in zip(rows, precisions, strict=True):
+        p = peer_rows.get(mapping.get(precision, ""))
+        if p is not None:
+            row["speedup_vs_peer"] = {
+                "precision": p["precision"],
+                "peer_decode_ms_per_token": p["decode_ms_per_token"],
+                "decode": ratio(p["decode_ms_per_token"], row["decode_ms_per_token"]),
+                "prompt": ratio(p["prompt_ms"], row["prompt_ms"]),
+                "decode_best": ratio(p["decode_ms_per_token_best"], row["decode_ms_per_token_best"]),
+            }
+    return {
+        "dims": asdict(dims),
+        "versions": peer.versions(),
+        "settings": peer.peer_settings(opts.thread_count, opts.provider),
+        "rows": list(peer_rows.values()),
+    }
 
 
 def _package_label(manifest) -> str:

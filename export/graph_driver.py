@@ -10,6 +10,7 @@ numpy + onnxruntime only (no torch).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,15 @@ from rxt_edge import contract
 from rxt_edge.package import ModelPackage, load_package
 
 
+@dataclass(frozen=True)
+class PastKV:
+    """The decoder's self-attention cache between runs: `length` cached tokens, the per-layer arrays in the
+    package's layout (`[key.0, value.0, ...]`; dynamic: `[length, 1, Hs, hd]`, static: `[1, Hs, T_max, hd]`)."""
+
+    length: int
+    arrays: list[np.ndarray]
+
+
 class GraphDriver:
     """The four graphs with numpy I/O: memory K/V, decoder steps, encoder, memory update, whole turns."""
 
@@ -28,6 +38,7 @@ class GraphDriver:
         self.dims = package.manifest.model
         self.special = dict(package.manifest.special_tokens)
         self.dtype = package.float_dtype
+        self.kv_cache = package.manifest.graphs[contract.DECODER].kv_cache
         plist, popts = providers.resolve_provider(provider)
         self.sessions: dict[str, ort.InferenceSession] = {}
         for name in contract.GRAPH_NAMES:
@@ -57,25 +68,31 @@ class GraphDriver:
         """`[key.0, value.0, key.1, ...]` of the memory cross-attention for `stm`."""
         return self.sessions[contract.MEMORY_KV].run(None, {"stm": stm.astype(self.dtype)})
 
-    def empty_past(self) -> list[np.ndarray]:
+    def empty_past(self) -> PastKV:
         d = self.dims
-        shape = (0, 1, d.self_kv_heads, d.head_dim)
-        return [np.zeros(shape, self.dtype) for _ in range(2 * d.decoder_layers)]
+        if self.kv_cache == "static":
+            shape: tuple[int, ...] = (1, d.self_kv_heads, d.max_seq_len, d.head_dim)
+        else:
+            shape = (0, 1, d.self_kv_heads, d.head_dim)
+        return PastKV(0, [np.zeros(shape, self.dtype) for _ in range(2 * d.decoder_layers)])
 
-    def decode(
-        self, ids: Sequence[int], past: list[np.ndarray], mem: list[np.ndarray]
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
+    def decode(self, ids: Sequence[int], past: PastKV, mem: list[np.ndarray]) -> tuple[np.ndarray, PastKV]:
         """One decoder run: (the last position's logits as float32 [vocab], the grown KV cache)."""
         feeds: dict[str, np.ndarray] = {"input_ids": np.asarray([list(ids)], np.int64)}
+        length = past.length + len(ids)
+        if self.kv_cache == "static":
+            feeds[contract.SEQLENS] = np.array([length - 1], np.int32)
         for i in range(self.dims.decoder_layers):
-            feeds[contract.past_key(i)] = past[2 * i]
-            feeds[contract.past_value(i)] = past[2 * i + 1]
+            feeds[contract.past_key(i)] = past.arrays[2 * i]
+            feeds[contract.past_value(i)] = past.arrays[2 * i + 1]
         for i in range(self.dims.memory_layers):
             feeds[contract.memory_key(i)] = mem[2 * i]
             feeds[contract.memory_value(i)] = mem[2 * i + 1]
         out = self.sessions[contract.DECODER].run(None, feeds)
-        new_past = [np.concatenate([p, n], axis=0) for p, n in zip(past, out[1:], strict=True)]
-        return out[0][0].astype(np.float32), new_past
+        if self.kv_cache == "static":  # the present caches, this run's rows written
+            return out[0][0].astype(np.float32), PastKV(length, out[1:])
+        grown = [np.concatenate([p, n], axis=0) for p, n in zip(past.arrays, out[1:], strict=True)]
+        return out[0][0].astype(np.float32), PastKV(length, grown)
 
     def encode(self, interaction: Sequence[int]) -> np.ndarray:
         ids = np.asarray([list(interaction)], np.int64)

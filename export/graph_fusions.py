@@ -156,3 +156,149 @@ def fuse_shared_input_matmuls(model: ir.Model) -> int:
             graph.initializers.pop(weight.name, None)
         removed += len(members) - 1
     return removed
+
+
+# --- residual add + RMSNorm -> SkipSimplifiedLayerNormalization ------------------------------------------
+def _scalar(value: ir.Value | None) -> float | None:
+    if value is None or value.const_value is None:
+        return None
+    array = value.const_value.numpy()
+    return float(array.reshape(())) if array.size == 1 else None
+
+
+def _only_user(value: ir.Value, op_type: str) -> ir.Node | None:
+    users = [u.node for u in value.uses()]
+    return users[0] if len(users) == 1 and users[0].op_type == op_type else None
+
+
+def _rms_norm_of(total: ir.Value) -> tuple[ir.Node, float, ir.Value, list[ir.Node]] | None:
+    """The canonical RMSNorm reading `total` (export/layers.py: x / sqrt(mean(x^2) + eps) * w):
+    (its final Mul, eps, the weight, its nodes), or None."""
+    for use in total.uses():
+        power = use.node
+        if power.op_type != "Pow" or power.inputs[0] is not total or _scalar(power.inputs[1]) != 2.0:
+            continue
+        mean = _only_user(power.outputs[0], "ReduceMean")
+        axes = mean.inputs[1] if mean is not None and len(mean.inputs) > 1 else None
+        if mean is None or axes is None or axes.const_value is None:
+            continue
+        if (
+            axes.const_value.numpy().tolist() not in ([-1], [2])
+            or mean.attributes.get_int("keepdims", 1) != 1
+        ):
+            continue
+        add = _only_user(mean.outputs[0], "Add")
+        eps = _scalar(add.inputs[1]) if add is not None else None
+        root = _only_user(add.outputs[0], "Sqrt") if eps is not None else None
+        div = _only_user(root.outputs[0], "Div") if root is not None else None
+        if div is None or div.inputs[0] is not total:
+            continue
+        mul = _only_user(div.outputs[0], "Mul")
+        weight = mul.inputs[1] if mul is not None else None
+        if weight is None or weight.const_value is None or len(weight.const_value.shape) != 1:
+            continue
+        return mul, eps, weight, [power, mean, add, root, div, mul]
+    return None
+
+
+def _split_bias(branch: ir.Value) -> tuple[ir.Value, ir.Value | None]:
+    """A residual branch `MatMul + bias` (bias a 1-D constant, both used only here) -> (MatMul output, bias)."""
+    add = branch.producer()
+    if add is None or add.op_type != "Add" or len(branch.uses()) != 1:
+        return branch, None
+    product, bias = add.inputs
+    if bias is not None and bias.const_value is None:
+        product, bias = bias, product
+    if (
+        product is None
+        or bias is None
+        or bias.const_value is None
+        or len(bias.const_value.shape) != 1
+        or product.producer() is None
+        or product.producer().op_type != "MatMul"
+        or len(product.uses()) != 1
+    ):
+        return branch, None
+    return product, bias
+
+
+def fuse_skip_rms_norm(model: ir.Model) -> int:
+    """Every residual `Add` feeding an RMSNorm -> one `com.microsoft.SkipSimplifiedLayerNormalization` (the bias
+    of a projection ending the residual branch folded in; the op's fourth output is the sum, for the next
+    residual): three to four kernels and passes over the hidden state become one. A plain graph walk (no
+    pattern matcher: linear in the graph's size). float32 graphs only (float16 ones cast around the norm).
+    Returns how many were fused."""
+    graph, fused = model.graph, 0
+    for node in list(graph):
+        if node.op_type != "Add" or node.domain not in ("", "ai.onnx") or node.graph is None:
+            continue
+        total = node.outputs[0]
+        a, b = node.inputs
+        if a is None or b is None or a.dtype != ir.DataType.FLOAT or b.dtype != ir.DataType.FLOAT:
+            continue
+        if a.shape is None or len(a.shape) != 3 or total.is_graph_output():
+            continue
+        norm = _rms_norm_of(total)
+        if norm is None:
+            continue
+        mul, eps, weight, nodes = norm
+        skip, bias = _split_bias(b)
+        if bias is None:
+            a_skip, a_bias = _split_bias(a)
+            if a_bias is not None:
+                a, b, skip, bias = b, a, a_skip, a_bias
+        inputs = [a, skip, weight] + ([bias] if bias is not None else [])
+        fused_node = ir.node(
+            "SkipSimplifiedLayerNormalization",
+            inputs,
+            {"epsilon": eps},
+            domain=MS_DOMAIN,
+            num_outputs=4,
+            name=f"{node.name}_skip_rms",
+        )
+        graph.insert_before(node, fused_node)
+        out, _, _, summed = fused_node.outputs
+        out.shape, out.type = mul.outputs[0].shape, mul.outputs[0].type
+        summed.shape, summed.type = total.shape, total.type
+        mul.outputs[0].replace_all_uses_with(out)
+        for n in reversed(nodes):
+            graph.remove(n, safe=True)
+        total.replace_all_uses_with(summed)
+        graph.remove(node, safe=True)
+        if bias is not None and b.producer() is not None and not b.uses():
+            graph.remove(b.producer(), safe=True)
+        fused += 1
+    if fused and MS_DOMAIN not in model.opset_imports:
+        model.opset_imports[MS_DOMAIN] = 1
+    return fused
+
+
+# --- packed QKV into GroupQueryAttention ---------------------------------------------------------------------
+def pack_attention_qkv(model: ir.Model) -> int:
+    """A GroupQueryAttention whose query, key and value are the three parts of one `Split` (the merged q/k/v
+    projection, `fuse_shared_input_matmuls`) takes the projection's output whole instead (its packed-QKV form:
+    key and value left empty): one node less per layer, no copy. Returns how many were packed."""
+    packed = 0
+    for node in list(model.graph):
+        if node.op_type != "GroupQueryAttention" or node.domain != MS_DOMAIN:
+            continue
+        q, k, v = node.inputs[:3]
+        split = q.producer() if q is not None else None
+        if (
+            split is None
+            or split.op_type != "Split"
+            or len(split.outputs) != 3
+            or list(split.outputs) != [q, k, v]
+            or split.attributes.get_int("axis", 0) not in (-1, 2)
+            or any(len(out.uses()) != 1 for out in split.outputs)
+        ):
+            continue
+        node.replace_input_with(0, split.inputs[0])
+        node.replace_input_with(1, None)
+        node.replace_input_with(2, None)
+        sizes = split.inputs[1] if len(split.inputs) > 1 else None
+        model.graph.remove(split, safe=True)
+        if sizes is not None and not sizes.uses() and sizes.name in model.graph.initializers:
+            model.graph.initializers.pop(sizes.name)
+        packed += 1
+    return packed

@@ -52,6 +52,23 @@ class DecoderGraph(nn.Module):
         return (logits, *_interleave(nk, nv))
 
 
+class StaticDecoderGraph(nn.Module):
+    """(input_ids, seqlens_k, past_key.0, past_value.0, ..., memory_key.0, ...) -> (logits, present_key.0, ...):
+    the static-cache decoder (export/cached_attention.py); present_* are past_* with this run's rows written."""
+
+    def __init__(self, model: RxTModel):
+        super().__init__()
+        self.model = model
+        self.n = len(model.decoder.blocks)
+
+    def forward(self, input_ids: torch.Tensor, seqlens_k: torch.Tensor, *state: torch.Tensor):
+        cache, mem = state[: 2 * self.n], state[2 * self.n :]
+        logits, ks, vs = self.model.decoder.forward_static(
+            input_ids, seqlens_k, list(cache[0::2]), list(cache[1::2]), list(mem[0::2]), list(mem[1::2])
+        )
+        return (logits, *_interleave(ks, vs))
+
+
 class EncoderGraph(nn.Module):
     def __init__(self, model: RxTModel):
         super().__init__()
@@ -98,13 +115,24 @@ WRAPPERS = {
 EXAMPLE_SIZES = {"batch": 2, "seq": 3, "past_seq": 5}
 
 
-def example_inputs(dims: ModelDims, graph: str, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-    ins, _ = contract.graph_io(dims, graph)
+def wrapper(model: RxTModel, graph: str, kv_cache: str = "dynamic") -> nn.Module:
+    """The module whose signature is `graph`'s contract (the decoder's for its `kv_cache` layout)."""
+    if graph == contract.DECODER and kv_cache == "static":
+        return StaticDecoderGraph(model)
+    return WRAPPERS[graph](model)
+
+
+def example_inputs(
+    dims: ModelDims, graph: str, dtype: torch.dtype, kv_cache: str = "dynamic"
+) -> tuple[torch.Tensor, ...]:
+    ins, _ = contract.graph_io(dims, graph, kv_cache=kv_cache)
     out = []
     for spec in ins:
         shape = [EXAMPLE_SIZES[s] if isinstance(s, str) else s for s in spec.shape]
         if spec.name == "input_ids":
             out.append(torch.randint(0, dims.vocab_size, shape))
+        elif spec.name == contract.SEQLENS:  # a prompt of `seq` tokens after a few cached ones
+            out.append(torch.full(shape, EXAMPLE_SIZES["seq"] + 1, dtype=torch.int32))
         elif spec.name == "attention_mask":
             out.append(torch.ones(shape, dtype=torch.int64))
         else:

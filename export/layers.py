@@ -78,6 +78,17 @@ def rope_angles(
     return freqs.cos()[:, None, :], freqs.sin()[:, None, :]
 
 
+def rope_tables(
+    max_len: int, head_dim: int, base: float, dtype: torch.dtype, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [max_len, hd/2] (one angle per interleaved pair) in `dtype`: the tables GroupQueryAttention rotates
+    with. The angles are `rope_angles`' (float32), so both decoder variants rotate by the same numbers."""
+    positions = torch.arange(max_len, device=device)
+    freqs = positions.float()[:, None] * rope_inv_freq(head_dim, base, device)[None, :]
+    freqs = freqs.to(compute_dtype(dtype))
+    return freqs.cos().to(dtype), freqs.sin().to(dtype)
+
+
 def _pair_swap(head_dim: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """R with (x @ R)[2i] = -x[2i+1] and (x @ R)[2i+1] = x[2i]: a constant, exact (entries 0 and +-1)."""
     r = torch.zeros(head_dim, head_dim, dtype=dtype, device=device)
@@ -141,6 +152,10 @@ class Attention(nn.Module):
         probs = torch.softmax(scores.to(compute_dtype(q.dtype)), dim=-1).to(q.dtype)
         out = torch.matmul(probs, v).reshape(b, hkv, groups, t, hd)  # [B, Hkv, G, T, hd]
         out = out.permute(0, 3, 1, 2, 4).reshape(b, t, hkv * groups * hd)
+        return self.project_out(out, gate_input)
+
+    def project_out(self, out: torch.Tensor, gate_input: torch.Tensor) -> torch.Tensor:
+        """Heads' output [B, T, out_heads * hd] -> [B, T, D]: the gate (gated attention), then out_proj."""
         if self.gate_proj is not None:
             out = out * activation(self.cfg.gate_activation)(self.gate_proj(gate_input))
         return self.out_proj(out)

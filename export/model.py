@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .cached_attention import cached_attention, supports
 from .config import BlockConfig, DecoderConfig, EncoderConfig, RxTConfig
 from .layers import (
     Attention,
@@ -25,6 +26,7 @@ from .layers import (
     make_norm,
     padding_bias,
     rope_angles,
+    rope_tables,
 )
 from .memory import MemoryAttention
 
@@ -65,12 +67,27 @@ class Block(nn.Module):
         else:
             k_all, v_all = heads_first(k), heads_first(v)
         x = x + attn.attend(q, k_all, v_all, bias, h)
+        return self._memory_and_ffn(x, cos, sin, mem_k, mem_v), new_k, new_v
+
+    def forward_static(self, x, cos, sin, seqlens_k, cache_k, cache_v, tables, mem_k=None, mem_v=None):
+        """Static-cache decoding (export/cached_attention.py): x [B, T, D]; cache_k/v [B, Hkv, T_max, hd] come
+        back with this run's rows written; `tables` = (cos, sin) [T_max, hd/2] for the self-attention's RoPE;
+        cos/sin [T, 1, hd] rotate the cross-attention queries."""
+        h = self.norm_self(x)
+        attn, cfg = self.self_attn, self.self_attn.cfg
+        out, cache_k, cache_v = cached_attention(
+            attn.q_proj(h), attn.k_proj(h), attn.v_proj(h), cache_k, cache_v, seqlens_k, *tables,
+            cfg.q_heads, cfg.kv_heads,
+        )  # fmt: skip
+        x = x + attn.project_out(out, h)
+        return self._memory_and_ffn(x, cos, sin, mem_k, mem_v), cache_k, cache_v
+
+    def _memory_and_ffn(self, x, cos, sin, mem_k, mem_v):
         if self.cross_attn is not None:
             h = self.norm_cross(x)
             q = apply_rope(self.cross_attn.queries(h), cos, sin)  # RoPE on queries only, never on STM keys
             x = x + self.cross_attn.attend(q, mem_k, mem_v, None, h)
-        x = x + self.ffn(self.norm_ffn(x))
-        return x, new_k, new_v
+        return x + self.ffn(self.norm_ffn(x))
 
 
 class Decoder(nn.Module):
@@ -125,11 +142,46 @@ class Decoder(nn.Module):
             )
             new_k.append(k)
             new_v.append(v)
+        return self._logits(x, all_logits), new_k, new_v
+
+    def forward_static(self, input_ids, seqlens_k, cache_k: list, cache_v: list, mem_k: list, mem_v: list):
+        """The static-cache variant: input_ids [B, T]; seqlens_k [B] int32 = cached tokens after this run - 1
+        (every row at the same position: the cross-attention queries take row 0's); cache_k/v per layer
+        [B, Hkv, T_max, hd]. Returns the last position's logits [B, V] and the caches with this run's rows."""
+        # positions seqlens_k + 1 - T .. seqlens_k from the ids' values, not their shape: a shape read is a host
+        # value, and copying it to the device would bar the step from CUDA-graph capture
+        steps = torch.ones_like(input_ids[:1]).cumsum(dim=1)  # [1, T]: 1 .. T
+        positions = (seqlens_k[:1, None].long() + steps - steps[:, -1:])[0]  # [T]
+        x = self.embed(input_ids)
+        cos, sin = rope_angles(positions, self.rope_dim, self.cfg.rope_base, x.dtype)
+        tables = rope_tables(self.cfg.max_seq_len, self.rope_dim, self.cfg.rope_base, x.dtype, x.device)
+        out_k, out_v = [], []
+        m = self.first_memory_block
+        for i, blk in enumerate(self.blocks):
+            j = i - m
+            is_mem = 0 <= j < len(mem_k) and blk.cross_attn is not None
+            x, k, v = blk.forward_static(
+                x, cos, sin, seqlens_k, cache_k[i], cache_v[i], tables,
+                mem_k[j] if is_mem else None, mem_v[j] if is_mem else None,
+            )  # fmt: skip
+            out_k.append(k)
+            out_v.append(v)
+        return self._logits(x, False), out_k, out_v
+
+    @property
+    def static_cache_supported(self) -> bool:
+        """Whether every self-attention runs as GroupQueryAttention (export/cached_attention.py `supports`)."""
+        return all(
+            supports(b.self_attn.cfg.q_heads, b.self_attn.cfg.kv_heads, b.self_attn.cfg.head_dim)
+            for b in self.blocks
+        )
+
+    def _logits(self, x, all_logits: bool):
         if not all_logits:
             x = x[:, -1]
         if self.head_norm is not None:
             x = self.head_norm(x)
-        return self.head(x), new_k, new_v
+        return self.head(x)
 
 
 class Encoder(nn.Module):

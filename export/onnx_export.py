@@ -22,9 +22,15 @@ from rxt_edge import contract
 from rxt_edge.manifest import Manifest, ManifestError
 from rxt_edge.package_writer import PackageWriteError, PackageWriter
 
+from . import cached_attention
 from .checkpoints import SourceInfo
-from .graph_fusions import fuse_rope, fuse_shared_input_matmuls
-from .graphs import WRAPPERS, example_inputs, model_dims
+from .graph_fusions import (
+    fuse_rope,
+    fuse_shared_input_matmuls,
+    fuse_skip_rms_norm,
+    pack_attention_qkv,
+)
+from .graphs import example_inputs, model_dims, wrapper
 from .model import RxTModel
 from .moe import contrib_export
 from .moe_onnx import fold_expert_layouts
@@ -51,16 +57,23 @@ def _dynamic_shapes(specs: list[contract.TensorSpec]):
 
 
 def export_graph(
-    model: RxTModel, graph: str, path: Path, precision: str, opset: int, fuse: bool = True
+    model: RxTModel,
+    graph: str,
+    path: Path,
+    precision: str,
+    opset: int,
+    fuse: bool = True,
+    kv_cache: str = "dynamic",
 ) -> None:
     dims = model_dims(model)
-    ins, outs = contract.graph_io(dims, graph, NP_DTYPES[precision])
-    wrapper = WRAPPERS[graph](model).eval()
-    args = example_inputs(dims, graph, PRECISIONS[precision])
+    ins, outs = contract.graph_io(dims, graph, NP_DTYPES[precision], kv_cache)
+    module = wrapper(model, graph, kv_cache).eval()
+    args = example_inputs(dims, graph, PRECISIONS[precision], kv_cache)
     shapes = _dynamic_shapes(ins)
-    if graph == contract.DECODER:  # forward(input_ids, *state): the varargs form one tuple
-        shapes = [shapes[0], tuple(shapes[1:])]
-    n_bytes = sum(p.numel() * p.element_size() for p in wrapper.parameters())
+    if graph == contract.DECODER:  # forward(input_ids, [seqlens_k,] *state): the varargs form one tuple
+        fixed = 2 if kv_cache == "static" else 1
+        shapes = [*shapes[:fixed], tuple(shapes[fixed:])]
+    n_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     with (
         warnings.catch_warnings(),
         open(os.devnull, "w") as devnull,
@@ -71,13 +84,13 @@ def export_graph(
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
         logging.getLogger("onnx_ir").setLevel(logging.ERROR)  # "Attribute type is ambiguous" (empty INTS)
         program = torch.onnx.export(
-            wrapper,
+            module,
             args,
             dynamic_shapes=tuple(shapes),
             input_names=[s.name for s in ins],
             output_names=[s.name for s in outs],
             opset_version=opset,
-            custom_translation_table=moe_table,
+            custom_translation_table={**(moe_table or {}), **cached_attention.translation_table()},
             dynamo=True,
             optimize=True,
             verbose=False,
@@ -86,6 +99,8 @@ def export_graph(
         fold_expert_layouts(program.model)
         fuse_rope(program.model)
         fuse_shared_input_matmuls(program.model)
+        pack_attention_qkv(program.model)
+        fuse_skip_rms_norm(program.model)
     program.save(str(path), external_data=n_bytes > EXTERNAL_DATA_BYTES)
 
 
@@ -98,6 +113,27 @@ def check_graph(path: Path) -> None:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def resolve_kv_cache(model: RxTModel, kv_cache: str, fuse: bool = True) -> str:
+    """The decoder cache layout to export: `kv_cache` checked against what the model and `fuse` allow."""
+    if kv_cache == "auto":
+        return "static" if fuse and model.decoder.static_cache_supported else "dynamic"
+    if kv_cache not in contract.KV_CACHES:
+        raise ExportError(f"kv_cache {kv_cache!r}: choose one of auto, {', '.join(contract.KV_CACHES)}")
+    if kv_cache == "static" and not fuse:
+        raise ExportError("the static KV cache uses the GroupQueryAttention contrib op: it needs fusing on")
+    if kv_cache == "static" and not model.decoder.static_cache_supported:
+        raise ExportError(
+            "the static KV cache needs query heads a multiple of K/V heads and a head dim that is a "
+            "multiple of 16 in every decoder layer (GroupQueryAttention); export this model with "
+            "kv_cache='dynamic'"
+        )
+    return kv_cache
+
+
+def _cache_of(graph: str, kv_cache: str) -> str:
+    return kv_cache if graph == contract.DECODER else "dynamic"
 
 
 def _tokenizer_kind(path: Path) -> str:
@@ -120,13 +156,16 @@ def export_package(
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
     fuse: bool = True,
+    kv_cache: str = "auto",
 ) -> Manifest:
     """Write a complete model package to `output` (atomically) and return its manifest.
 
     `fuse`: rewrite RoPE into onnxruntime's RotaryEmbedding contrib op and merge projections of one input
-    into one MatMul (export/graph_fusions.py)."""
+    into one MatMul (export/graph_fusions.py). `kv_cache`: the decoder's cache layout (`contract.KV_CACHES`;
+    "auto": static, with GroupQueryAttention, wherever the model's attention and `fuse` allow it)."""
     if precision not in PRECISIONS:
         raise ExportError(f"precision {precision!r} is not supported; choose one of {sorted(PRECISIONS)}")
+    kv_cache = resolve_kv_cache(model, kv_cache, fuse)
     output = Path(output)
     tok_file = Path(tokenizer) if tokenizer else source.tokenizer_file
     if tok_file is None or not tok_file.is_file():
@@ -151,11 +190,13 @@ def export_package(
             path = writer.path(f"{name}.onnx")
             try:
                 with torch.no_grad():
-                    export_graph(model, name, path, precision, opset, fuse)
+                    export_graph(model, name, path, precision, opset, fuse, _cache_of(name, kv_cache))
                 check_graph(path)
             except Exception as e:  # noqa: BLE001 - any exporter failure is reported with the graph name
                 raise ExportError(f"exporting the {name} graph failed: {type(e).__name__}: {e}") from e
-            graphs[name] = writer.graph_entry(name, dims, precision, NP_DTYPES[precision])
+            graphs[name] = writer.graph_entry(
+                name, dims, precision, NP_DTYPES[precision], _cache_of(name, kv_cache)
+            )
         stm = model.initial_stm.detach().float().cpu().numpy().astype(NP_DTYPES[precision])
         np.save(writer.path("initial_stm.npy"), stm, allow_pickle=False)
         tok_name = "tokenizer.json" if tok_kind == "tokenizers" else "tokenizer.model"

@@ -1,12 +1,14 @@
 """`rxt-edge quantize`: an fp32 model package -> a new package with quantized (or fp16) graphs.
 
 Torch-free: onnx + onnxruntime.quantization only. Schemes:
+- `int8` (the CLI's default) / `int4`: weight-only `MatMulNBits`, symmetric, `accuracy_level=4`, with the block
+  size measured fastest among the sound ones (`export/quantize_nbits.py`; docs/quantization.md).
 - `int8-dynamic`: weights int8 per output channel, activations quantized at run time (DynamicQuantizeLinear +
   MatMulInteger, fused by onnxruntime into DynamicQuantizeMatMul). Presets name the instruction set of the
   target CPU (see `DYNAMIC_PRESETS`).
-- `int8-block` / `int4-block`: weight-only `MatMulNBits`, block 32, `accuracy_level=4` (int8 activation
-  kernels on CPU; the quantizer's default level 0 runs fp32 kernels that dequantize every weight on every call,
-  ~27x slower on the alpha-mini decoder, docs/quantization.md).
+- `int8-block` / `int4-block`: as `int8` / `int4` with block 32, the settings onnxruntime-genai's model builder
+  uses on CPU. Always `accuracy_level=4` unless told otherwise (int8 activation kernels on CPU; the quantizer's
+  default level 0 dequantizes every weight on every call: 8-bit weights 15-27x slower, docs/quantization.md).
 - `fp16`: every graph in float16 with float16 I/O (the form `rxt-edge export --dtype fp16` produces, which the
   runtime allocates buffers for from the manifest); for GPUs.
 
@@ -34,10 +36,11 @@ from rxt_edge import contract
 from rxt_edge.manifest import Manifest, ManifestError, load_manifest, verify_files
 from rxt_edge.package_writer import PackageWriteError, PackageWriter
 
-SCHEMES = ("int8-dynamic", "int8-block", "int4-block", "fp16")
-CPU_SCHEMES = ("int8-dynamic", "int8-block", "int4-block")
-BLOCK_SIZE = 32
-ACCURACY_LEVEL = 4  # MatMulNBits: int8 activations (integer kernels) on CPU
+from .quantize_moe import experts_record, quantize_experts
+from .quantize_nbits import BLOCK_SCHEMES, BlockConfig, block_config, block_widths, plan_passes
+
+SCHEMES = ("int8", "int4", "int8-dynamic", "int8-block", "int4-block", "fp16")
+CPU_SCHEMES = ("int8", "int4", "int8-dynamic", "int8-block", "int4-block")
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with headroom
 
 
@@ -92,6 +95,8 @@ DEFAULT_SCOPES = {
     "int8-dynamic": Scope(graphs=(contract.DECODER,), head=True, embedding=False),
     "int8-block": Scope(graphs=(contract.DECODER,), head=True, embedding=False),
     "int4-block": Scope(graphs=(contract.DECODER,), head=True, embedding=False),
+    "int8": Scope(graphs=(contract.DECODER,), head=True, embedding=False),
+    "int4": Scope(graphs=(contract.DECODER,), head=True, embedding=False),
     "fp16": Scope(graphs=contract.GRAPH_NAMES, head=True, embedding=True),
 }
 
@@ -299,27 +304,36 @@ def _gathers_quantized(model: onnx.ModelProto) -> int:
 
 
 def quantize_graph_block(
-    model: onnx.ModelProto, out: Path, bits: int, take: list[str], leave: list[str]
+    model: onnx.ModelProto,
+    out: Path,
+    block: BlockConfig,
+    take: list[str],
+    leave: list[str],
+    head: Iterable[str] = (),
 ) -> int:
-    """Weight-only MatMulNBits (and GatherBlockQuantized for the embedding) of the `take` nodes."""
+    """Weight-only MatMulNBits (and GatherBlockQuantized for the embedding) of the `take` nodes.
+
+    `head` (a subset of `take`) gets `block.head_bits` when that differs from `block.bits`: a second pass,
+    as onnxruntime's quantizer applies one bit width per pass."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    ops = ("MatMul", "Gather") if any(_is_gather(model, n) for n in take) else ("MatMul",)
-    with _quiet():
-        q = MatMulNBitsQuantizer(
-            model,
-            bits=bits,
-            block_size=BLOCK_SIZE,
-            is_symmetric=True,
-            accuracy_level=ACCURACY_LEVEL,
-            nodes_to_include=take,
-            nodes_to_exclude=leave,
-            op_types_to_quantize=ops,
-        )
-        q.process()
-    result = q.model.model
-    _save(result, out)
-    return _count(result, ("MatMulNBits", "GatherBlockQuantized"))
+    for bits, size, nodes in plan_passes(block, take, head, block_widths(model, take, block.block_size)):
+        ops = ("MatMul", "Gather") if any(_is_gather(model, n) for n in nodes) else ("MatMul",)
+        with _quiet():
+            q = MatMulNBitsQuantizer(
+                model,
+                bits=bits,
+                block_size=size,
+                is_symmetric=block.symmetric,
+                accuracy_level=block.accuracy_level,
+                nodes_to_include=nodes,
+                nodes_to_exclude=leave + [n for n in take if n not in nodes],
+                op_types_to_quantize=ops,
+            )
+            q.process()
+        model = q.model.model
+    _save(model, out)
+    return _count(model, ("MatMulNBits", "GatherBlockQuantized"))
 
 
 def convert_graph_fp16(model: onnx.ModelProto, out: Path) -> int:
@@ -346,9 +360,9 @@ def _check_scope(scope: Scope, scheme: str) -> None:
         )
     if not scope.graphs:
         raise QuantizeError("graphs: nothing to quantize (empty graph list)")
-    if scheme == "int8-block" and scope.embedding:
+    if scheme in BLOCK_SCHEMES and BLOCK_SCHEMES[scheme].bits == 8 and scope.embedding:
         raise QuantizeError(
-            "embedding: int8-block cannot quantize the embedding (onnxruntime's GatherBlockQuantized is 4-bit only)"
+            f"embedding: {scheme} cannot quantize the embedding (onnxruntime's GatherBlockQuantized is 4-bit only)"
         )
 
 
@@ -362,12 +376,18 @@ def quantize_package(
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
     per_channel: bool | None = None,
+    block_size: int | None = None,
+    accuracy_level: int | None = None,
+    symmetric: bool | None = None,
+    head_bits: int | None = None,
 ) -> QuantizeResult:
     """Write a quantized copy of the fp32 package `source` to `output` (atomically) and return its manifest.
 
     `preset` applies to `int8-dynamic` only (default `DEFAULT_PRESET`); `scope` overrides the measured
     default of the scheme; `reduce_range` and `per_channel` override the preset's (`per_channel=False`: one
     weight scale per matrix, 7-11% faster decode on our CPU at a small cost in exactness, docs/quantization.md).
+    `block_size`, `accuracy_level`, `symmetric` and `head_bits` override the settings of the MatMulNBits
+    schemes (`BLOCK_SCHEMES`).
     """
     if scheme not in SCHEMES:
         raise QuantizeError(f"scheme: {scheme!r} is not supported; choose one of {list(SCHEMES)}")
@@ -384,6 +404,17 @@ def quantize_package(
         dyn = replace(dyn, reduce_range=bool(reduce_range))
     if dyn is not None and per_channel is not None:
         dyn = replace(dyn, per_channel=bool(per_channel))
+    block_opts = {"block_size": block_size, "accuracy_level": accuracy_level, "symmetric": symmetric}
+    block_opts["head_bits"] = head_bits
+    if scheme not in BLOCK_SCHEMES and any(v is not None for v in block_opts.values()):
+        named = ", ".join(k for k, v in block_opts.items() if v is not None)
+        raise QuantizeError(
+            f"{named}: apply to the MatMulNBits schemes {list(BLOCK_SCHEMES)} only, not to {scheme}"
+        )
+    try:
+        block = block_config(scheme, **block_opts) if scheme in BLOCK_SCHEMES else None
+    except ValueError as e:
+        raise QuantizeError(str(e)) from None
     scope = scope or DEFAULT_SCOPES[scheme]
     _check_scope(scope, scheme)
 
@@ -406,6 +437,7 @@ def quantize_package(
     fdt = "float16" if scheme == "fp16" else "float32"
     with writer:
         counts: dict[str, int] = {}
+        experts: dict[str, dict | None] = {}  # routed experts -> QMoE (export/quantize_moe.py)
         data = manifest.to_json()
         for name in contract.GRAPH_NAMES:
             gpath = src / manifest.graphs[name].file
@@ -422,17 +454,18 @@ def quantize_package(
                 if scheme == "fp16":
                     counts[name] = convert_graph_fp16(model, dest)
                 else:
+                    experts[name] = quantize_experts(model, scheme)
                     if scope.head and name == contract.DECODER:
                         head_gemm_to_matmul(model, dims.vocab_size)
-                    take, leave = _selected(classify_nodes(model, dims.vocab_size, dims.dim), scope)
+                    roles = classify_nodes(model, dims.vocab_size, dims.dim)
+                    take, leave = _selected(roles, scope)
                     if not take:
                         _save(model, dest)
                         counts[name] = 0
                     elif scheme == "int8-dynamic":
                         counts[name] = quantize_graph_dynamic(model, dest, dyn, take, leave)
                     else:
-                        bits = 8 if scheme == "int8-block" else 4
-                        counts[name] = quantize_graph_block(model, dest, bits, take, leave)
+                        counts[name] = quantize_graph_block(model, dest, block, take, leave, roles["head"])
                 _check_graph(dest)
             except QuantizeError:
                 raise
@@ -440,7 +473,7 @@ def quantize_package(
                 raise QuantizeError(
                     f"quantizing the {name} graph ({scheme}) failed: {type(e).__name__}: {e}"
                 ) from e
-            data["graphs"][name] = writer.graph_entry(name, dims, scheme, fdt)
+            data["graphs"][name] = writer.graph_entry(name, dims, scheme, fdt, manifest.graphs[name].kv_cache)
 
         stm_name = Path(manifest.initial_stm.file).name
         if fdt == "float32":  # unchanged: the same bytes and hash
@@ -454,13 +487,19 @@ def quantize_package(
         writer.copy_in(src / manifest.tokenizer.file, tok_name)
         data["tokenizer"] = {**data["tokenizer"], **writer.file_entry(tok_name, size=False)}
         data["precision"] = scheme
-        data["quantization"] = _quantization_record(manifest, scheme, dyn, scope, counts)
+        data["quantization"] = _quantization_record(manifest, scheme, dyn, block, scope, counts)
+        data["quantization"].update(experts_record(experts))
         new_manifest = writer.commit(data)
     return QuantizeResult(out, new_manifest, scheme, preset, scope, counts)
 
 
 def _quantization_record(
-    manifest: Manifest, scheme: str, dyn: DynamicPreset | None, scope: Scope, counts: dict[str, int]
+    manifest: Manifest,
+    scheme: str,
+    dyn: DynamicPreset | None,
+    block: BlockConfig | None,
+    scope: Scope,
+    counts: dict[str, int],
 ) -> dict[str, Any]:
     import onnxruntime
 
@@ -482,13 +521,8 @@ def _quantization_record(
             weight_symmetric=dyn.weight_symmetric,
             activation_symmetric=dyn.activation_symmetric,
         )
-    elif scheme in ("int8-block", "int4-block"):
-        rec.update(
-            bits=8 if scheme == "int8-block" else 4,
-            block_size=BLOCK_SIZE,
-            accuracy_level=ACCURACY_LEVEL,
-            symmetric=True,
-        )
+    elif block is not None:
+        rec.update(block.to_json())
     return rec
 
 

@@ -4,10 +4,12 @@ A package's manifest lists the operators its graphs use (`requires.ops`: domain 
 would otherwise fail only while creating a session, with a message about one node of one graph; checking the
 whole list first names everything missing at once, with what to do about it.
 
-The registries come from onnxruntime's Python bindings (`get_all_opkernel_def`, `get_all_operator_schema`): an
-operator is available when some kernel of this build implements it or onnxruntime knows its schema (a schema
-without a kernel is a function that onnxruntime expands into other operators). Builds that do not expose the
-registries skip the check (session creation still fails then). The bottom layer: imports nothing from rxt_edge.
+The registry is onnxruntime's schema list (`get_all_operator_schema`, contrib domains included): an operator is
+available when onnxruntime knows its schema (every kernel has one; a schema without a kernel is a function that
+onnxruntime expands into other operators). The kernel list (`get_all_opkernel_def`) is not asked: it crashed the
+process (a segmentation fault) in onnxruntime-gpu 1.31.1 on a machine without TensorRT's libraries. Builds that
+do not expose the registry skip the check (session creation still fails then). The bottom layer: imports
+nothing from rxt_edge.
 """
 
 from __future__ import annotations
@@ -32,8 +34,7 @@ def available_operators() -> dict[str, frozenset[str]] | None:
     try:
         from onnxruntime.capi import onnxruntime_pybind11_state as capi
 
-        entries = [(k.domain, k.op_name) for k in capi.get_all_opkernel_def()]
-        entries += [(s.domain, s.name) for s in capi.get_all_operator_schema()]
+        entries = [(s.domain, s.name) for s in capi.get_all_operator_schema()]
     except Exception:  # noqa: BLE001 - a minimal or unusual build: no registry to ask
         return None
     ops: dict[str, set[str]] = {}

@@ -16,6 +16,8 @@ _PROVIDERS = {
     "dml": ("DmlExecutionProvider", "dml", "pip install rxt-edge[directml]"),
 }
 _ALIASES = {"directml": "dml"}
+# CUDA provider options of a session whose runs may be captured and replayed as CUDA graphs (`gpu_graph_id`)
+CUDA_GRAPH_OPTIONS = {"enable_cuda_graph": "1"}
 PROVIDER_NAMES = tuple(_PROVIDERS)
 
 _OPTIMIZATION = {

@@ -24,6 +24,7 @@ __all__ = [
     "SamplingConfig",
     "SessionClosedError",
     "SnapshotError",
+    "SystemPromptUnsupportedError",
     "TurnStats",
 ]
 
@@ -34,6 +35,7 @@ _LAZY = {
     "EmptyQueryError": "conversation",
     "MemoryUpdateError": "conversation",
     "PromptTooLongError": "conversation",
+    "SystemPromptUnsupportedError": "conversation",
     "TurnStats": "conversation",
     "ManifestError": "manifest",
     "SamplingConfig": "sampling",
@@ -50,6 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
         EmptyQueryError,
         MemoryUpdateError,
         PromptTooLongError,
+        SystemPromptUnsupportedError,
         TurnStats,
     )
     from .engine import SessionClosedError

@@ -16,6 +16,11 @@ ENCODER = "encoder"
 MEMORY_UPDATE = "memory_update"
 MEMORY_KV = "memory_kv"
 GRAPH_NAMES = (DECODER, ENCODER, MEMORY_UPDATE, MEMORY_KV)
+# The decoder's two self-attention cache layouts (docs/graph-contract.md): "dynamic" grows per step (any
+# runtime, any provider); "static" is one [B, Hs, T_max, hd] buffer per layer updated in place by the graph
+# (GroupQueryAttention: fixed shapes and addresses, what fused kernels and CUDA-graph capture need).
+KV_CACHES = ("dynamic", "static")
+SEQLENS = "seqlens_k"  # static decoder: int32 [batch], tokens in the cache after this run minus one
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,14 @@ def new_value(i: int) -> str:
     return f"new_value.{i}"
 
 
+def present_key(i: int) -> str:
+    return f"present_key.{i}"
+
+
+def present_value(i: int) -> str:
+    return f"present_value.{i}"
+
+
 def memory_key(i: int) -> str:
     return f"memory_key.{i}"
 
@@ -89,21 +102,35 @@ def _memory_kv_specs(d: ModelDims, fdt: str) -> list[TensorSpec]:
 
 
 def graph_io(
-    d: ModelDims, graph: str, float_dtype: str = "float32"
+    d: ModelDims, graph: str, float_dtype: str = "float32", kv_cache: str = "dynamic"
 ) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """(inputs, outputs) of one graph.
 
-    decoder: the self-attention cache is sequence-major (`[past_seq, batch, kv_heads, head_dim]`) so that
-    the cache of a turn is one preallocated buffer per layer: the runtime binds its first `past_seq` rows
-    as `past_*` and the rows right after them as the `new_*` outputs, so the graph writes the new keys and
-    values in place and nothing is copied or reallocated per step. Positions are `past_seq + arange(seq)`.
+    decoder, `kv_cache="dynamic"`: the self-attention cache is sequence-major (`[past_seq, batch, kv_heads,
+    head_dim]`) so that the cache of a turn is one preallocated buffer per layer: the runtime binds its first
+    `past_seq` rows as `past_*` and the rows right after them as the `new_*` outputs, so the graph writes the
+    new keys and values in place and nothing is copied or reallocated per step. Positions are
+    `past_seq + arange(seq)`.
+    decoder, `kv_cache="static"`: `past_*` and `present_*` are the same `[batch, kv_heads, max_seq_len,
+    head_dim]` buffer (bind one memory to both); `seqlens_k` (int32 [batch]) says how many tokens the cache
+    holds after this run, minus one; positions are `seqlens_k + 1 - seq + arange(seq)`.
     Only the last position's logits leave the graph.
     """
+    if kv_cache not in KV_CACHES:
+        raise ValueError(f"unknown kv_cache {kv_cache!r}; expected one of {KV_CACHES}")
     f = float_dtype
     stm = TensorSpec("stm", f, (d.memory_layers, "batch", d.stm_slots, d.dim))
     encoded = TensorSpec("encoded", f, (d.memory_layers, "batch", "seq", d.dim))
     mask = TensorSpec("attention_mask", "int64", ("batch", "seq"))
     ids = TensorSpec("input_ids", "int64", ("batch", "seq"))
+    if graph == DECODER and kv_cache == "static":
+        cache = ("batch", d.self_kv_heads, d.max_seq_len, d.head_dim)
+        ins = [ids, TensorSpec(SEQLENS, "int32", ("batch",))]
+        outs = [TensorSpec("logits", f, ("batch", d.vocab_size))]
+        for i in range(d.decoder_layers):
+            ins += [TensorSpec(past_key(i), f, cache), TensorSpec(past_value(i), f, cache)]
+            outs += [TensorSpec(present_key(i), f, cache), TensorSpec(present_value(i), f, cache)]
+        return ins + _memory_kv_specs(d, f), outs
     if graph == DECODER:
         kv_past = ("past_seq", "batch", d.self_kv_heads, d.head_dim)
         kv_new = ("seq", "batch", d.self_kv_heads, d.head_dim)
@@ -114,6 +141,8 @@ def graph_io(
             outs += [TensorSpec(new_key(i), f, kv_new), TensorSpec(new_value(i), f, kv_new)]
         ins += _memory_kv_specs(d, f)
         return ins, outs
+    if kv_cache != "dynamic":
+        raise ValueError(f"kv_cache applies to the decoder only, not {graph!r}")
     if graph == ENCODER:
         return [ids, mask], [encoded]
     if graph == MEMORY_UPDATE:

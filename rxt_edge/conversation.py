@@ -46,7 +46,7 @@ import numpy as np
 
 from . import contract
 from .sampling import GenerationConfig, SamplingConfig, sample_next
-from .snapshot import check_turns, save_snapshot
+from .snapshot import cast_stm, check_turns, save_snapshot
 from .tokenizer import DecodeStream, clean_text
 
 if TYPE_CHECKING:
@@ -59,6 +59,11 @@ class PromptTooLongError(ValueError):
 
 class EmptyQueryError(ValueError):
     """The query has no content (empty or whitespace-only text, or no token ids); nothing was run."""
+
+
+class SystemPromptUnsupportedError(ValueError):
+    """The package's model was not trained with system prompts (manifest `system_prompt: false`): writing one
+    would only degrade its answers, so it is refused and the memory is left as it was."""
 
 
 class MemoryUpdateError(RuntimeError):
@@ -337,7 +342,13 @@ class Conversation:
         """Write a system prompt into the STM with one memory update (synchronously).
 
         Template: `contract.system_interaction`. A prompt longer than the model's maximum raises
-        PromptTooLongError unless `truncate` keeps its start."""
+        PromptTooLongError unless `truncate` keeps its start; a model that takes none (manifest `system_prompt:
+        false`) raises SystemPromptUnsupportedError."""
+        if not self.engine.package.manifest.system_prompt:
+            raise SystemPromptUnsupportedError(
+                "this model was not trained with system prompts, so it cannot follow one (it would only make its "
+                "answers worse); the system prompt was not applied. Tell it facts in the conversation instead."
+            )
         if not clean_text(text).strip():
             raise EmptyQueryError("the system prompt is empty or only whitespace")
         ids = self.engine.package.tokenizer.encode(text)
@@ -366,16 +377,20 @@ class Conversation:
         with self._turn_lock:
             self._write_memory_sync(contract.turn_interaction(self._special, prompt, answer), count=1)
 
-    def save(self, path: str | Path, metadata: dict | None = None) -> None:
+    def save(self, path: str | Path, metadata: dict | None = None, dtype: str | None = None) -> None:
         """Snapshot the STM and turn count (atomic write) so the conversation can be restored later.
 
         Both are read under the turn lock, so they belong together; `metadata["turns"]`, if given, must be a
-        turn count (an integer >= 0), else SnapshotError and nothing is written."""
+        turn count (an integer >= 0), else SnapshotError and nothing is written. `dtype` "float16" stores
+        half the bytes (restore casts back; docs/benchmarks.md measures what it changes), None the STM's own."""
+        if dtype is not None:
+            cast_stm(np.zeros(0, np.float32), dtype)  # a bad dtype is refused before waiting for anything
         self._refuse_in_open_turn("save the conversation")
         with self._turn_lock:
             self.wait_memory()
             meta = {"turns": self.turns, **(metadata or {})}
-            save_snapshot(path, self.stm(), self.engine.package.fingerprint, meta)
+            stm = self.stm() if dtype is None else cast_stm(self.stm(), dtype)
+            save_snapshot(path, stm, self.engine.package.fingerprint, meta)
 
 
 _OPTION_NAMES = frozenset(GenerationConfig.__dataclass_fields__) - {"max_new_tokens"}

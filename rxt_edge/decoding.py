@@ -3,12 +3,16 @@
 A conversation's lasting state is its STM; the self-attention cache is needed only while a turn is generated.
 So a conversation leases a slot from its engine's pool for one turn (`Engine.lease_slot`) and gives it back:
 memory grows with concurrent turns, not with live conversations, and a slot's buffers keep fixed addresses
-(what CUDA-graph capture will need).
+(what CUDA-graph capture needs).
 
-The decoder's cache is one preallocated sequence-major `[max_seq_len, 1, kv_heads, head_dim]` buffer per layer
-and direction: each run binds rows [0, past) as `past_*` and rows [past, past+n) as the `new_*` outputs, so the
-graph writes the new keys/values in place (nothing copied or reallocated per token; inputs and outputs never
-overlap). Only token ids go in and one row of logits comes out per run.
+The decoder's cache (docs/graph-contract.md) is preallocated per slot in one of two layouts:
+- `KVCache` ("dynamic" decoders): one sequence-major `[max_seq_len, 1, kv_heads, head_dim]` buffer per layer and
+  direction; each run binds rows [0, past) as `past_*` and rows [past, past+n) as the `new_*` outputs, so the
+  graph writes the new keys/values in place (inputs and outputs never overlap);
+- `StaticKVCache` ("static" decoders): one `[1, kv_heads, max_seq_len, head_dim]` buffer bound as both `past_*`
+  and `present_*` once per turn; the graph (GroupQueryAttention) writes each run's rows in place and reads the
+  length from `seqlens_k`, so a step changes no binding but the ids.
+Either way nothing is copied or reallocated per token: token ids go in, one row of logits comes out.
 """
 
 from __future__ import annotations
@@ -56,17 +60,44 @@ class KVCache:
             binding.bind_output(new_v, dev, dev_id, dt, [n, *tail], v_ptr + off)
 
 
+class StaticKVCache:
+    """The static decoder's cache: one `[1, kv_heads, max_len, head_dim]` buffer per layer and direction, bound
+    as the graph's `past_*` input and `present_*` output at once (the graph updates it in place)."""
+
+    def __init__(self, buf: DeviceBuffers, layers: int, max_len: int, kv_heads: int, head_dim: int):
+        self.max_len = max_len
+        shape = (1, kv_heads, max_len, head_dim)  # batch 1
+        self.keys = [buf.empty(shape) for _ in range(layers)]
+        self.values = [buf.empty(shape) for _ in range(layers)]
+        self.seqlens = np.zeros(1, dtype=np.int32)  # the graph's seqlens_k: cached tokens after a run - 1
+
+    def bind_outputs(self, binding: ort.IOBinding) -> None:
+        for i, (k, v) in enumerate(zip(self.keys, self.values, strict=True)):
+            binding.bind_ortvalue_output(contract.present_key(i), k)
+            binding.bind_ortvalue_output(contract.present_value(i), v)
+
+    def bind_inputs(self, binding: ort.IOBinding) -> None:
+        for i, (k, v) in enumerate(zip(self.keys, self.values, strict=True)):
+            binding.bind_ortvalue_input(contract.past_key(i), k)
+            binding.bind_ortvalue_input(contract.past_value(i), v)
+        binding.bind_input(contract.SEQLENS, "cpu", 0, np.int32, [1], self.seqlens.ctypes.data)
+
+    def bind(self, binding: ort.IOBinding, past: int, n: int) -> None:
+        if past + n > self.max_len:
+            raise ValueError(f"KV cache overflow: {past} + {n} positions > max_seq_len {self.max_len}")
+        self.seqlens[0] = past + n - 1  # read by the next run: the binding holds the array's address
+
+
 class DecodeSlot:
     """One turn's token loop: `start(memory)`, `prefill(prompt)`, then `step(token)` until the answer ends.
 
     `prefill` and `step` return the last position's logits as a writable `[vocab]` row that the next run
     overwrites (copy it to keep it)."""
 
-    def __init__(self, graphs: GraphSet, buffers: DeviceBuffers, dims: ModelDims):
+    def __init__(self, graphs: GraphSet, buffers: DeviceBuffers, dims: ModelDims, kv_cache: str = "dynamic"):
         self._graphs = graphs
-        self.cache = KVCache(
-            buffers, dims.decoder_layers, dims.max_seq_len, dims.self_kv_heads, dims.head_dim
-        )
+        layout = StaticKVCache if kv_cache == "static" else KVCache
+        self.cache = layout(buffers, dims.decoder_layers, dims.max_seq_len, dims.self_kv_heads, dims.head_dim)
         self.max_len = dims.max_seq_len
         self._ids = np.zeros((1, dims.max_seq_len), dtype=np.int64)
         self._logits = np.zeros((1, dims.vocab_size), dtype=buffers.dtype)
@@ -74,12 +105,16 @@ class DecodeSlot:
         self._binding.bind_output(
             "logits", "cpu", 0, self._logits.dtype, list(self._logits.shape), self._logits.ctypes.data
         )
+        if isinstance(self.cache, StaticKVCache):
+            self.cache.bind_outputs(self._binding)
         self.position = 0  # tokens already in the cache this turn
 
     def start(self, memory: MemoryState) -> None:
         """A new turn reading `memory`'s current STM K/V (bound once; they do not change during a turn)."""
         self._binding.clear_binding_inputs()
         memory.bind_kv_inputs(self._binding, memory.active)
+        if isinstance(self.cache, StaticKVCache):
+            self.cache.bind_inputs(self._binding)
         self.position = 0
 
     def prefill(self, prompt: Sequence[int]) -> np.ndarray:

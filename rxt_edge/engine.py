@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from . import contract
+from .captured_decoding import CapturedDecodeSlot
 from .contract import ModelDims
 from .decoding import DecodeSlot
 from .manifest import ManifestError
@@ -32,7 +33,12 @@ from .runtimes import operators, providers
 _GRAPH_ERRORS = frozenset(
     {"Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile", "NotImplemented"}
 )
-_ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "int64": "tensor(int64)"}
+_ORT_TYPES = {
+    "float32": "tensor(float)",
+    "float16": "tensor(float16)",
+    "int32": "tensor(int32)",
+    "int64": "tensor(int64)",
+}
 
 
 class SessionClosedError(RuntimeError):
@@ -42,19 +48,29 @@ class SessionClosedError(RuntimeError):
 class GraphSet:
     """One InferenceSession per graph, checked against the manifest's declared I/O."""
 
-    def __init__(self, package: ModelPackage, provider: str = "cpu", threads: int | None = None):
+    def __init__(
+        self,
+        package: ModelPackage,
+        provider: str = "cpu",
+        threads: int | None = None,
+        cuda_graph: bool = False,
+    ):
         plist, popts = providers.resolve_provider(provider)
         requires = package.manifest.requires  # refuse before loading any graph (None: a v1 package)
         operators.check_operators(requires and requires.ops, f"the package {package.directory}")
+        _check_decoder_runs_on(package, provider)
         self.provider = provider
         self.device, self.device_id = providers.device_for(provider)
         self.sessions: dict[str, ort.InferenceSession] = {}
         for name in contract.GRAPH_NAMES:
             opts = providers.make_session_options(provider, threads=threads)
             file = package.manifest.graphs[name].file
+            graph_popts = popts
+            if cuda_graph and name == contract.DECODER:
+                graph_popts = [{**popts[0], **providers.CUDA_GRAPH_OPTIONS}, *popts[1:]]
             try:
                 sess = ort.InferenceSession(
-                    str(package.graph_path(name)), opts, providers=plist, provider_options=popts
+                    str(package.graph_path(name)), opts, providers=plist, provider_options=graph_popts
                 )
             except Exception as e:  # onnxruntime raises its own exception types
                 if type(e).__name__ in _GRAPH_ERRORS:
@@ -66,8 +82,16 @@ class GraphSet:
             providers.check_session_provider(sess, provider)
             self._check_io(name, sess, package)
             self.sessions[name] = sess
-        # DirectML allows one Run at a time per session; other providers are thread-safe.
-        self._locks = {n: threading.Lock() if provider == "dml" else nullcontext() for n in self.sessions}
+        # DirectML allows one Run at a time per session; other providers are thread-safe. With CUDA graphs, one
+        # Run at a time in all: onnxruntime captures in CUDA's global mode, where another thread's allocation
+        # or copy (a memory update, another slot's prompt) would break the capture.
+        if cuda_graph:
+            one = threading.RLock()
+            self._locks = {n: one for n in self.sessions}
+        else:
+            self._locks = {
+                n: threading.RLock() if provider == "dml" else nullcontext() for n in self.sessions
+            }
 
     @staticmethod
     def _check_io(name: str, sess: ort.InferenceSession, package: ModelPackage) -> None:
@@ -95,12 +119,30 @@ class GraphSet:
                         f"{where}: the graph's shape is {list(arg.shape)}, the manifest declares {list(spec.shape)}"
                     )
 
-    def run(self, name: str, binding: ort.IOBinding) -> None:
+    def run(self, name: str, binding: ort.IOBinding, options: ort.RunOptions | None = None) -> None:
         with self._locks[name]:
-            self.sessions[name].run_with_iobinding(binding)
+            self.sessions[name].run_with_iobinding(binding, options)
+
+    def lock(self, name: str):
+        """The lock `run(name)` holds (re-entrant where it is shared): hold it to keep a run's device copies
+        in and out together with the run."""
+        return self._locks[name]
 
     def binding(self, name: str) -> ort.IOBinding:
         return self.sessions[name].io_binding()
+
+
+def _check_decoder_runs_on(package: ModelPackage, provider: str) -> None:
+    """onnxruntime's CUDA GroupQueryAttention is float16/bfloat16 only: a float32 static-cache decoder would
+    run its attention on the CPU, copying the cache both ways every step. Refused, with what to do instead."""
+    if provider == "cuda" and package.manifest.graphs[contract.DECODER].kv_cache == "static":
+        if package.float_dtype == np.float32:
+            raise providers.ProviderUnavailableError(
+                f"{package.directory}: a float32 decoder with the static KV cache cannot run on CUDA "
+                "(GroupQueryAttention's CUDA kernel is float16/bfloat16 only); use an fp16 package "
+                "(`rxt-edge export --dtype fp16` or `rxt-edge quantize --scheme fp16`) or export with "
+                "`--kv-cache dynamic`"
+            )
 
 
 def _shape_conflict(declared: tuple[int | str, ...], graph: list[int | str | None]) -> bool:
@@ -171,12 +213,23 @@ class Engine:
         threads: int | None = None,
         update_workers: int = 2,
         max_slots: int | None = None,
+        cuda_graph: bool | None = None,
     ):
         self.package = package
         self.dims = package.manifest.model
         self.special = dict(package.manifest.special_tokens)
         _check_slot_fits(self.dims, package.float_dtype)
-        self.graphs = GraphSet(package, provider, threads)
+        self.kv_cache = package.manifest.graphs[contract.DECODER].kv_cache
+        self.cuda_graph = _use_cuda_graph(cuda_graph, provider, self.kv_cache)
+        try:
+            self.graphs = GraphSet(package, provider, threads, self.cuda_graph)
+        except (
+            ManifestError
+        ) as e:  # capture refused (a node off the GPU): asked for -> error, auto -> without
+            if cuda_graph is not None or not self.cuda_graph or "graph capture" not in str(e):
+                raise
+            self.cuda_graph = False
+            self.graphs = GraphSet(package, provider, threads, False)
         self.buffers = DeviceBuffers(self.graphs.device, self.graphs.device_id, package.float_dtype)
         self._slots: list[DecodeSlot] = []
         self._lessees: list[object | None] = []  # per slot: the lease holding it, or None when free
@@ -231,11 +284,17 @@ class Engine:
                     break
                 self._slots_cv.wait(0.1)  # re-check: a release interrupted before its notify still frees
             # (the first free slot is taken above, so a lone conversation's turns reuse the same buffers)
-            self._slots.append(DecodeSlot(self.graphs, self.buffers, self.dims))
+            self._slots.append(self._new_slot(graph_id=len(self._slots) + 1))
             self._lessees.append(None)  # (a Ctrl-C before this leaves an unused slot: harmless)
             i = len(self._slots) - 1
             self._lessees[i] = lease
             lease.append(i)
+
+    def _new_slot(self, graph_id: int) -> DecodeSlot:
+        if self.cuda_graph:
+            memory = MemoryState(self.dims, self.buffers)
+            return CapturedDecodeSlot(self.graphs, self.buffers, self.dims, memory, graph_id)
+        return DecodeSlot(self.graphs, self.buffers, self.dims, self.kv_cache)
 
     @property
     def slots_allocated(self) -> int:
@@ -254,11 +313,12 @@ class Engine:
         spare = memory.spare
         # Copy into the preallocated spare buffer: an OrtValue made from the array would alias it on the CPU,
         # and later updates (which write the spare buffer) would overwrite the caller's array or the initial STM.
-        memory.stm[spare].update_inplace(np.ascontiguousarray(stm, self.buffers.dtype))
         b = self.graphs.binding(contract.MEMORY_KV)
         b.bind_ortvalue_input("stm", memory.stm[spare])
         memory.bind_kv_outputs(b, spare)
-        self.graphs.run(contract.MEMORY_KV, b)
+        with self.graphs.lock(contract.MEMORY_KV):  # the host copy too, where runs are serialised
+            memory.stm[spare].update_inplace(np.ascontiguousarray(stm, self.buffers.dtype))
+            self.graphs.run(contract.MEMORY_KV, b)
         return spare
 
     def install_stm(self, memory: MemoryState, stm: np.ndarray) -> None:
@@ -323,6 +383,17 @@ def _work(jobs: queue.SimpleQueue) -> None:
             except BaseException as e:  # noqa: BLE001 - delivered to the waiting turn
                 future.set_exception(e)
         del job, future, fn, args
+
+
+def _use_cuda_graph(requested: bool | None, provider: str, kv_cache: str) -> bool:
+    """None: on wherever it can be (CUDA, static cache). True where it cannot: ValueError saying why."""
+    possible = providers.canonical_name(provider) == "cuda" and kv_cache == "static"
+    if requested and not possible:
+        raise ValueError(
+            "CUDA graphs need the cuda provider and a package whose decoder has the static KV cache "
+            f"(this one: provider {provider!r}, {kv_cache} KV cache)"
+        )
+    return possible if requested is None else bool(requested)
 
 
 def _check_slot_fits(dims: ModelDims, dtype: np.dtype) -> None:

@@ -13,7 +13,10 @@ dims, one float dtype, ...) is checked here, after the schema.
 Compatibility: a reader accepts every `format_version` up to `FORMAT_VERSION` and refuses newer ones.
 Fields are strict (unknown keys are errors, so typos are caught): adding a field means bumping
 `FORMAT_VERSION` and the schema. The one open-ended part is `quantization` (the quantizer's extra keys).
-Version 2 added `requires` (always written; optional on read, so version-1 packages still load).
+Version 2 added `requires` (always written; optional on read, so version-1 packages still load); version 3 the
+decoder's `kv_cache` layout (absent: "dynamic", as every earlier package) and the `int32` dtype its `seqlens_k`
+input uses; also the optional top-level `system_prompt` (false: the model was not trained with system prompts and
+the runtime refuses one; absent: true).
 
 Every error is a `ManifestError` whose message starts with the field path, e.g.
 `graphs.decoder.inputs[3].shape: expected [...], got [...]`.
@@ -36,7 +39,7 @@ from ._atomic import atomic_write_bytes
 from .contract import ModelDims, TensorSpec, graph_io
 
 FORMAT = "rxt-edge-package"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MANIFEST_FILE = "manifest.json"
 SCHEMA_FILE = "manifest.schema.json"  # package data of `rxt_edge`
 
@@ -89,6 +92,7 @@ class GraphEntry:
     precision: str  # "fp32" | "fp16" | "int8-dynamic" | ...
     external_data: tuple[FileRef, ...] = ()
     size: int | None = None
+    kv_cache: str = "dynamic"  # decoder only: contract.KV_CACHES
 
     @property
     def ref(self) -> FileRef:
@@ -103,6 +107,8 @@ class GraphEntry:
         d["inputs"] = [t.to_json() for t in self.inputs]
         d["outputs"] = [t.to_json() for t in self.outputs]
         d["precision"] = self.precision
+        if self.kv_cache != "dynamic":
+            d["kv_cache"] = self.kv_cache
         return d
 
 
@@ -154,6 +160,7 @@ class Manifest:
     source: SourceEntry
     quantization: dict[str, Any] | None = None
     requires: Requirements | None = None  # None only for format_version 1 packages
+    system_prompt: bool = True  # False: never trained with one; `Conversation.set_system_prompt` refuses it
     created_by: str = field(default_factory=_created_by)
     format_version: int = FORMAT_VERSION
 
@@ -174,6 +181,8 @@ class Manifest:
         }
         if self.requires is not None:  # absent, not null, in version-1 manifests: their fingerprint stays
             d["requires"] = self.requires.to_json()
+        if not self.system_prompt:  # written only when false: earlier packages keep their fingerprint
+            d["system_prompt"] = False
         return d
 
     @staticmethod
@@ -376,10 +385,13 @@ def _graph(d: dict, path: str, name: str, dims: ModelDims) -> GraphEntry:
         precision=d["precision"],
         external_data=tuple(_file_ref(r) for r in d.get("external_data", [])),
         size=None if size is None else int(size),
+        kv_cache=d.get("kv_cache", "dynamic"),
     )
+    if entry.kv_cache != "dynamic" and name != "decoder":
+        raise _err(_at(path, "kv_cache"), "only the decoder has a self-attention cache")
     # The I/O float dtype is what the graph declares (fp16 graphs take fp16 I/O; int8 ones usually fp32).
-    floats = [t.dtype for t in entry.inputs + entry.outputs if t.dtype != "int64"]
-    expected_in, expected_out = graph_io(dims, name, floats[0] if floats else "float32")
+    floats = [t.dtype for t in entry.inputs + entry.outputs if t.dtype.startswith("float")]
+    expected_in, expected_out = graph_io(dims, name, floats[0] if floats else "float32", entry.kv_cache)
     _compare_io(entry.inputs, expected_in, _at(path, "inputs"))
     _compare_io(entry.outputs, expected_out, _at(path, "outputs"))
     return entry
@@ -466,6 +478,7 @@ def _parse_manifest(v: Any) -> Manifest:
         source=SourceEntry(**v["source"]),
         quantization=_quantization(v.get("quantization")),
         requires=_requirements(v.get("requires")),
+        system_prompt=v.get("system_prompt", True),
         created_by=v["created_by"],
         format_version=version,
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import contract
 from .graph_check import check_graphs
 from .manifest import MANIFEST_FILE, Manifest, ManifestError, load_manifest, resolve_file, verify_files
 from .tokenizer import Tokenizer, load_tokenizer
@@ -45,7 +46,13 @@ class ModelPackage:
 
     @property
     def float_dtype(self) -> np.dtype:
-        return np.dtype(self.manifest.graphs["decoder"].inputs[1].dtype)  # past_key.0
+        return graph_float_dtype(self.manifest)
+
+
+def graph_float_dtype(manifest: Manifest) -> np.dtype:
+    """The float type of the graphs' I/O: that of the decoder's `past_key.0` (either cache layout)."""
+    (spec,) = [s for s in manifest.graphs["decoder"].inputs if s.name == contract.past_key(0)]
+    return np.dtype(spec.dtype)
 
 
 def load_package(directory: str | os.PathLike[str], verify_hashes: bool = True) -> ModelPackage:
@@ -75,7 +82,7 @@ def load_package(directory: str | os.PathLike[str], verify_hashes: bool = True) 
             f"vocabulary ({d.vocab_size}): text would encode to ids the model cannot read"
         )
     stm_path = resolve_file(directory, manifest.initial_stm.file, "initial_stm.file")
-    dtype = np.dtype(manifest.graphs["decoder"].inputs[1].dtype)  # past_key.0: the float type of the graphs
+    dtype = graph_float_dtype(manifest)
     stm = _load_initial_stm(stm_path, (d.memory_layers, 1, d.stm_slots, d.dim))
     return ModelPackage(directory, manifest, tokenizer, np.ascontiguousarray(stm.astype(dtype)))
 

@@ -196,19 +196,27 @@ class PackageWriter:
         return entry
 
     def graph_entry(
-        self, name: str, dims: contract.ModelDims, precision: str, float_dtype: str
+        self,
+        name: str,
+        dims: contract.ModelDims,
+        precision: str,
+        float_dtype: str,
+        kv_cache: str = "dynamic",
     ) -> dict[str, Any]:
         """The manifest entry of the staged graph `<name>.onnx`: file, hashes (external data files included,
-        found by their `<name>.onnx` prefix) and the contract's I/O for `dims` in `float_dtype`."""
+        found by their `<name>.onnx` prefix) and the contract's I/O for `dims` in `float_dtype` (the decoder's
+        for its `kv_cache` layout)."""
         file = f"{name}.onnx"
         extra = sorted(p.name for p in self.staging.iterdir() if p.name.startswith(file) and p.name != file)
-        ins, outs = contract.graph_io(dims, name, float_dtype)
+        ins, outs = contract.graph_io(dims, name, float_dtype, kv_cache)
         entry = self.file_entry(file)
         if extra:
             entry["external_data"] = [self.file_entry(f) for f in extra]
         entry.update(
             inputs=[s.to_json() for s in ins], outputs=[s.to_json() for s in outs], precision=precision
         )
+        if kv_cache != "dynamic":
+            entry["kv_cache"] = kv_cache
         return entry
 
     # ------------------------------------------------------------ finish

@@ -110,10 +110,10 @@ def sample_next(
         x = apply_repetition_penalty(logits, previous_ids, cfg.repetition_penalty)
     else:
         x = logits.astype(np.float32, copy=False)
-    if np.isnan(x).any():
-        raise ValueError("logits contain NaN")
-    best = int(np.argmax(x))
+    best = int(np.argmax(x))  # a NaN anywhere wins argmax: one pass finds both (this runs for every token)
     top = x[best]
+    if np.isnan(top):
+        raise ValueError("logits contain NaN")
     if cfg.greedy or top == np.inf:  # +inf (fp16 overflow) dominates any distribution
         return best
     if top == -np.inf:

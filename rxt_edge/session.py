@@ -11,7 +11,7 @@ from .contract import ModelDims
 from .conversation import Conversation
 from .engine import Engine, GraphSet
 from .package import ModelPackage, load_package
-from .snapshot import load_snapshot
+from .snapshot import cast_stm, load_snapshot
 
 
 class RxTSession:
@@ -26,8 +26,9 @@ class RxTSession:
         threads: int | None = None,
         update_workers: int = 2,
         max_slots: int | None = None,
+        cuda_graph: bool | None = None,
     ):
-        self.engine = Engine(package, provider, threads, update_workers, max_slots)
+        self.engine = Engine(package, provider, threads, update_workers, max_slots, cuda_graph)
 
     @classmethod
     def load(
@@ -37,10 +38,12 @@ class RxTSession:
         threads: int | None = None,
         verify_hashes: bool = True,
         max_slots: int | None = None,
+        cuda_graph: bool | None = None,
     ) -> RxTSession:
-        """Load a package directory; `provider` is "cpu", "cuda" or "dml"."""
+        """Load a package directory; `provider` is "cpu", "cuda" or "dml". `cuda_graph`: replay each decode
+        step from a captured CUDA graph (None: wherever possible, i.e. CUDA with a static-cache package)."""
         package = load_package(Path(model_dir), verify_hashes=verify_hashes)
-        return cls(package, provider, threads, max_slots=max_slots)
+        return cls(package, provider, threads, max_slots=max_slots, cuda_graph=cuda_graph)
 
     @property
     def package(self) -> ModelPackage:
@@ -66,7 +69,8 @@ class RxTSession:
         """A conversation from a snapshot written by `Conversation.save` (same model only)."""
         self.engine.check_open()
         pkg = self.package
-        stm, meta = load_snapshot(path, pkg.fingerprint, pkg.stm_shape, pkg.float_dtype.name)
+        stm, meta = load_snapshot(path, pkg.fingerprint, pkg.stm_shape)  # float32 or float16: cast back
+        stm = cast_stm(stm, pkg.float_dtype, path)
         return Conversation(self.engine, stm, turns=meta.get("turns", 0))  # turns checked by the loader
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ Writes are atomic (temp file in the same directory, fsync, os.replace): a crash 
 Reading never trusts the file: only a regular file is opened (a FIFO or device never blocks or streams), the
 24-byte prefix is checked before anything else is read, and the declared sizes must match the file's size and,
 when the caller knows the model, the model's STM; so a large file that is not a snapshot costs 24 bytes.
+The STM is stored in float32 or float16 (`cast_stm`: half the bytes; restoring casts to the model's dtype).
 The metadata is free-form JSON, except `turns`: the conversation's turn count, an integer >= 0 (checked on
 save and on load). The STM must be finite.
 """
@@ -54,6 +55,25 @@ def check_turns(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise SnapshotError(f"metadata.turns must be an integer >= 0 (a turn count), got {value!r}")
     return value
+
+
+def cast_stm(stm: np.ndarray, dtype: Any, label: object = "stm") -> np.ndarray:
+    """`stm` in `dtype` ("float32" or "float16"): a float16 snapshot is half the bytes, and restoring casts it
+    back to the model's dtype. A value beyond float16's range (65504) is refused, never stored as Inf."""
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in DTYPES:
+        raise SnapshotError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    stm = np.asarray(stm)
+    if stm.dtype.name == name:
+        return stm
+    out = stm.astype(name)
+    if not np.isfinite(out).all():
+        peak = float(np.abs(stm.astype(np.float64)).max())
+        raise SnapshotError(f"{label}: STM values up to {peak:.4g} do not fit in {name}; keep float32")
+    return out
 
 
 def save_snapshot(

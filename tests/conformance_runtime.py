@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-FORMAT, MAX_FORMAT_VERSION = "rxt-edge-package", 2
+FORMAT, MAX_FORMAT_VERSION = "rxt-edge-package", 3
 GRAPHS = ("decoder", "encoder", "memory_update", "memory_kv")
 
 
@@ -132,11 +132,18 @@ class MinimalRuntime:
             want = [t["name"] for t in m["graphs"][g]["inputs"] + m["graphs"][g]["outputs"]]
             if got != want:
                 raise ConformanceError(f"{g}: graph I/O {got} != manifest {want}")
-        self.float = np.dtype(m["graphs"]["decoder"]["inputs"][1]["dtype"])  # past_key.0: the package float
+        decoder = m["graphs"]["decoder"]
+        (past_key,) = [t for t in decoder["inputs"] if t["name"] == "past_key.0"]
+        self.float = np.dtype(past_key["dtype"])  # contract: the package float is past_key.0's
+        self.static = decoder.get("kv_cache", "dynamic") == "static"  # contract 'decoder variants'
+        self.takes_system_prompt = m.get("system_prompt", True)
         self.inplace = inplace
         self.fingerprint = canonical_fingerprint(m)
         d = self.dims
-        self.kv_shape = (d["max_seq_len"], 1, d["self_kv_heads"], d["head_dim"])
+        if self.static:  # one [B, Hs, T_max, hd] buffer per layer, updated in place by the graph
+            self.kv_shape = (1, d["self_kv_heads"], d["max_seq_len"], d["head_dim"])
+        else:
+            self.kv_shape = (d["max_seq_len"], 1, d["self_kv_heads"], d["head_dim"])
         self.cache = [(np.zeros(self.kv_shape, self.float), np.zeros(self.kv_shape, self.float))
                       for _ in range(d["decoder_layers"])]  # fmt: skip
         self.initial_stm = read_npy(self.dir / m["initial_stm"]["file"]).astype(self.float)
@@ -155,7 +162,7 @@ class MinimalRuntime:
         """contract 'requires': refuse early a package needing an operator domain onnxruntime lacks."""
         from onnxruntime.capi import onnxruntime_pybind11_state as capi
 
-        known = {k.domain for k in capi.get_all_opkernel_def()} | {"", "ai.onnx"}
+        known = {k.domain for k in capi.get_all_operator_schema()} | {"", "ai.onnx"}
         for domain in self.manifest.get("requires", {}).get("ops", {}):
             if domain not in known:
                 raise ConformanceError(f"operator domain {domain!r} is not available")
@@ -188,6 +195,8 @@ class MinimalRuntime:
 
     def system_prompt(self, text: str, truncate: bool = False) -> None:
         """contract 'system prompt': [BOS] [internal] text [EOS]; at most max_system_tokens, keep the start."""
+        if not self.takes_system_prompt:  # contract 'system_prompt': false -> refuse, memory untouched
+            raise ConformanceError("this model takes no system prompt")
         sp, ids = self.special, self.tokenizer.encode(text)
         head = [sp["bos"], sp["internal"]] if "internal" in sp else [sp["bos"]]
         room = self.dims["max_seq_len"] - len(head) - 1
@@ -197,30 +206,39 @@ class MinimalRuntime:
 
     # --- a turn ---------------------------------------------------------------------------------------
     def _decode(self, tokens: list[int], past: int) -> np.ndarray:
-        """contract 'decoder' + 'in-place cache binding': rows [0, past) in, rows [past, past+n) out."""
+        """contract 'decoder' + 'in-place cache binding': rows [0, past) in, rows [past, past+n) out. Static
+        cache ('decoder variants'): the whole cache in, seqlens_k = past + n - 1, present_* = past_* with this
+        run's rows written (bound to the same memory, or copied back)."""
         n = len(tokens)
         if past + n > self.dims["max_seq_len"]:
             raise ConformanceError("past_seq + seq > max_seq_len")
         feed = {"input_ids": np.array([tokens], np.int64), **self.memory_kv}
+        if self.static:
+            feed["seqlens_k"] = np.array([past + n - 1], np.int32)
+        out, rows = ("present", slice(None)) if self.static else ("new", slice(past, past + n))
         for i, (k, v) in enumerate(self.cache):
-            feed[f"past_key.{i}"], feed[f"past_value.{i}"] = k[:past], v[:past]
+            feed[f"past_key.{i}"], feed[f"past_value.{i}"] = (k, v) if self.static else (k[:past], v[:past])
+        outputs = {
+            f"{out}_{kind}.{i}": buf
+            for i, kv in enumerate(self.cache)
+            for kind, buf in zip(("key", "value"), kv, strict=True)
+        }
         if not self.inplace:
-            names = ["logits"] + [f"new_{kv}.{i}" for i in range(len(self.cache)) for kv in ("key", "value")]
-            logits, *new = self.sessions["decoder"].run(names, feed)
-            for i, (k, v) in enumerate(self.cache):
-                k[past : past + n], v[past : past + n] = new[2 * i], new[2 * i + 1]
+            logits, *written = self.sessions["decoder"].run(["logits", *outputs], feed)
+            for buf, rows_out in zip(outputs.values(), written, strict=True):
+                buf[rows] = rows_out
             return logits[0]
         binding = self.sessions["decoder"].io_binding()
         for name, array in feed.items():
             binding.bind_cpu_input(name, array)
         logits = np.empty((1, self.dims["vocab_size"]), self.float)
         binding.bind_output("logits", "cpu", 0, self.float, list(logits.shape), logits.ctypes.data)
-        for i, (k, v) in enumerate(self.cache):  # preallocated output tensors over views of the cache
-            for kind, buf in (("key", k), ("value", v)):
-                view = buf[past : past + n]
-                binding.bind_output(
-                    f"new_{kind}.{i}", "cpu", 0, self.float, list(view.shape), view.ctypes.data
-                )
+        for (
+            name,
+            buf,
+        ) in outputs.items():  # preallocated outputs over the cache: rows (dynamic) or all (static)
+            view = buf[rows]
+            binding.bind_output(name, "cpu", 0, self.float, list(view.shape), view.ctypes.data)
         self.sessions["decoder"].run_with_iobinding(binding)
         return logits[0]
 

@@ -24,7 +24,9 @@ def tiny_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     checkpoint = root / "checkpoint"
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        save_native(RxTModel(tiny_config(vocab=300, max_seq_len=1024)).eval(), checkpoint)
+        # head dim 16 (2 heads of 32): the static KV cache (GroupQueryAttention) exports by default
+        config = tiny_config(vocab=300, max_seq_len=1024, heads=2, q_heads=2, kv_heads=1)
+        save_native(RxTModel(config).eval(), checkpoint)
     write_tokenizer(checkpoint / "tokenizer.json", vocab_size=300)
     model, source = load_checkpoint(checkpoint)
     package = root / "package"
@@ -54,7 +56,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
             checkpoint = export_cases.write_checkpoint(case, root / "checkpoint")
             model, source = load_checkpoint(checkpoint)
             package = root / "package"
-            export_package(model, source, package, precision=case.precision)
+            export_package(model, source, package, precision=case.precision, kv_cache=case.kv_cache)
             reference, _ = load_checkpoint(checkpoint)  # export casts its model to the package precision
             done[name] = export_cases.Exported(case, checkpoint, package, reference)
         return done[name]

@@ -28,6 +28,7 @@ class Case:
     options: dict[str, Any] = field(default_factory=dict)  # tiny_config kwargs, or {"config": rxlm name}
     precision: str = "fp32"
     seed: int = 0
+    kv_cache: str = "auto"  # the decoder's cache layout (auto: static wherever the attention allows it)
 
 
 CASES = {
@@ -40,7 +41,8 @@ CASES = {
             "native",
             dict(moe=True, stateless=1, heads=4, q_heads=2, kv_heads=4, variant="grouped-self-interlayer"),
         ),
-        Case("simple", "native", dict(variant="simple", layers=3, kv_heads=1), seed=1),
+        # head dim 16: the static KV cache (the others have head dim 8: dynamic)
+        Case("simple", "native", dict(variant="simple", layers=3, heads=2, q_heads=2, kv_heads=1), seed=1),
         Case("self", "native", dict(variant="self"), seed=2),
         Case("interlayer", "native", dict(variant="interlayer", q_heads=4, kv_heads=4), seed=3),
         Case("self_interlayer_fp16", "native", dict(variant="self-interlayer"), precision="fp16", seed=4),

@@ -273,12 +273,13 @@ PARITY_CONFIGS: dict[str, dict[str, Any]] = {
     },
     # Forward SQA self-attn (4 query heads over 2 kv heads), reverse SQA cross-attn (2 query heads tiled
     # over 4 kv heads), gated MoE with 2 weighted shared experts and no expert bias, one MoE layer after.
+    # Head dim 16: the decoder exports with the static KV cache (GroupQueryAttention), checked against rxlm.
     "alpha_sqa_moe_shared2": {
         "model_class": "RxTAlpha",
         "memory_attention_variant": "self-interlayer",
         "decoder_config": _decoder(
             num_layers=2,
-            embed_dim=64,
+            embed_dim=128,
             ff_dim=64,
             att_heads=8,
             att_groups=2,
@@ -302,7 +303,7 @@ PARITY_CONFIGS: dict[str, dict[str, Any]] = {
         ),
         "encoder_config": _encoder(
             num_layers=2,
-            embed_dim=64,
+            embed_dim=128,
             ff_dim=128,
             att_heads=8,
             att_groups=2,
@@ -314,7 +315,7 @@ PARITY_CONFIGS: dict[str, dict[str, Any]] = {
         ),
         "memory_attention_config": _memory(
             num_layers=2,
-            embed_dim=64,
+            embed_dim=128,
             att_heads=8,
             stm_size=16,
             att_type="sqa",

@@ -29,7 +29,7 @@ from rxt_edge.engine import SessionClosedError
 from rxt_edge.manifest import MANIFEST_FILE, Manifest, load_manifest, sha256_file, write_manifest
 from rxt_edge.package import load_package
 from rxt_edge.sampling import GenerationConfig, SamplingConfig, sample_next
-from rxt_edge.snapshot import MAGIC, SNAPSHOT_VERSION, save_snapshot
+from rxt_edge.snapshot import MAGIC, SNAPSHOT_VERSION, load_snapshot, save_snapshot
 
 QUERY = "Where do I live?"
 TOKENS = 3
@@ -347,7 +347,14 @@ def test_load_manifest_alone_refuses_a_fifo_without_blocking(tmp_path):
 
 def test_huge_max_seq_len_is_refused_before_allocating(tiny_package, tmp_path):
     pkg = copy_package(tiny_package, tmp_path / "pkg")
-    edit_manifest(pkg, lambda data: data["model"].update(max_seq_len=2**31 - 1))
+    old = load_manifest(pkg).model.max_seq_len
+
+    def huge(data):  # the static KV cache declares max_seq_len in its shapes: a consistent hostile manifest
+        data["model"]["max_seq_len"] = 2**31 - 1
+        for t in data["graphs"]["decoder"]["inputs"] + data["graphs"]["decoder"]["outputs"]:
+            t["shape"] = [2**31 - 1 if d == old else d for d in t["shape"]]
+
+    edit_manifest(pkg, huge)
     with pytest.raises(ManifestError, match=r"max_seq_len 2147483647.* GiB, more than this machine's"):
         RxTSession.load(pkg)
 
@@ -450,18 +457,45 @@ def test_bad_turn_counts_are_refused_on_save_and_on_restore(session, tmp_path, t
         session.restore(tmp_path / "s.snap")
 
 
-def test_float16_or_nan_snapshot_is_refused(session, tmp_path):
+def test_float16_snapshot_is_cast_back_and_nan_is_refused(session, tmp_path):
     conv = session.conversation()
     stm = conv.stm()
     save_snapshot(tmp_path / "half.snap", stm.astype(np.float16), session.package.fingerprint, {"turns": 0})
-    with pytest.raises(SnapshotError, match="dtype float16 does not match the expected float32"):
-        session.restore(tmp_path / "half.snap")
+    restored = session.restore(tmp_path / "half.snap").stm()  # what Conversation.save(dtype="float16") writes
+    assert restored.dtype == np.float32
+    assert np.array_equal(restored, stm.astype(np.float16).astype(np.float32))
     stm.flat[7] = np.nan
     with pytest.raises(SnapshotError, match="NaN or Inf"):
         save_snapshot(tmp_path / "nan.snap", stm, session.package.fingerprint)
     _raw_snapshot(tmp_path / "nan.snap", stm, session.package.fingerprint, {"turns": 0})
     with pytest.raises(SnapshotError, match="NaN or Inf"):
         session.restore(tmp_path / "nan.snap")
+
+
+def test_float16_save_halves_the_snapshot_and_refuses_what_it_cannot_store(session, tmp_path):
+    conv = session.conversation()
+    conv.say("I live in Paris.", TOKENS)
+    conv.save(tmp_path / "32.snap")
+    conv.save(tmp_path / "16.snap", dtype="float16")
+    stm16, meta = load_snapshot(tmp_path / "16.snap", session.package.fingerprint, session.package.stm_shape)
+    assert stm16.dtype == np.float16 and meta["turns"] == 1
+    # the STM bytes: the file less its 24-byte prefix and 32-byte checksum (and a few bytes of JSON header)
+    payload = {n: (tmp_path / n).stat().st_size - 24 - 32 for n in ("32.snap", "16.snap")}
+    assert payload["16.snap"] < 0.55 * payload["32.snap"]
+    restored = session.restore(tmp_path / "16.snap")
+    assert restored.turns == 1 and restored.stm().dtype == np.float32
+    assert np.array_equal(restored.stm(), conv.stm().astype(np.float16).astype(np.float32))
+    for bad in ("int8", "bfloat16", "fp16", 3):
+        with pytest.raises(SnapshotError, match="dtype must be one of"):
+            conv.save(tmp_path / "bad.snap", dtype=bad)
+    big = conv.stm()
+    big.flat[5] = 1e6  # beyond float16's 65504: refused, never stored as Inf
+    conv.set_stm(big)
+    with pytest.raises(SnapshotError, match="do not fit in float16"):
+        conv.save(tmp_path / "bad.snap", dtype="float16")
+    assert not (tmp_path / "bad.snap").exists()
+    conv.save(tmp_path / "bad.snap", dtype="float32")  # float32 holds it
+    assert session.restore(tmp_path / "bad.snap").stm().flat[5] == 1e6
 
 
 def test_a_snapshot_name_near_the_file_system_limit_works(session, tmp_path):

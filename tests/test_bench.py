@@ -339,3 +339,140 @@ def test_a_rebuild_for_another_seed_deletes_only_what_the_bench_wrote(tmp_path):
     (root / "my-notes.txt").unlink()
     _remove_own_build(root)
     assert not root.exists()
+
+
+# --- the onnxruntime-genai peer (bench/peer.py), on the bench run's tiny peers -----------------------------
+
+
+def test_peer_rows_follow_the_packages(bench_run):
+    """One peer row per genai precision the packages map to, timed like ours; each of our rows is compared with
+    its own precision's peer, and the target is judged from the two."""
+    pytest.importorskip("onnxruntime_genai")
+    report, _, out = bench_run
+    section = report["speed"]["peer"]
+    rows = section["rows"]
+    assert [r["precision"] for r in rows] == [
+        "fp32",
+        "int8",
+        "int4",
+    ]  # int8-dynamic -> int8, int4-block -> int4
+    assert section["versions"]["onnxruntime_genai"] and section["versions"]["transformers"]
+    assert section["settings"]["session_options"] == {"intra_op_num_threads": 1}
+    for r in rows:
+        assert r["answer_tokens"] == [ANSWER] * 2 and r["torch_imported"] is False
+        assert _positive(r["decode_ms_per_token"]) and _positive(r["prompt_ms"])
+        assert ("MatMulNBits" in r["graph"]["op_types"]) == (r["precision"] != "fp32")
+    for ours in report["speed"]["runtime"]:
+        sp = ours["speedup_vs_peer"]
+        assert sp["precision"] == ours["package"].split("-")[0]  # fp32 / int8 / int4
+        assert sp["decode"] == pytest.approx(sp["peer_decode_ms_per_token"] / ours["decode_ms_per_token"])
+    assert sum("onnxruntime-genai's same-dims Llama" in t["name"] for t in report["targets"]) == 3
+    assert "| onnxruntime-genai " in (out / "report.md").read_text()
+
+
+def _onnx_dims(path) -> dict:
+    """The dims a built peer's graph really has: attention heads from GroupQueryAttention, widths from weights."""
+    import onnx
+
+    model = onnx.load(str(path / "model.onnx"), load_external_data=False)
+    inits = {t.name: list(t.dims) for t in model.graph.initializer}
+    gqa = [n for n in model.graph.node if n.op_type == "GroupQueryAttention"]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in gqa[0].attribute}
+    (gate,) = [n for n in model.graph.node if n.name == "/model/layers.0/mlp/gate_proj/MatMul"]
+    (head,) = [n for n in model.graph.node if n.name == "/lm_head/MatMul"]
+    return {
+        "layers": len(gqa),
+        "q_heads": attrs["num_heads"],
+        "kv_heads": attrs["kv_num_heads"],
+        "intermediate": inits[gate.input[1]][1],
+        "vocab": inits[head.input[1]][1],
+        "hidden": inits["model.embed_tokens.weight"][1],
+    }
+
+
+def test_the_peer_has_our_decoder_dims(bench_run):
+    """Read back from what genai's builder wrote (genai_config.json and the fp32 graph), not from our request."""
+    pytest.importorskip("onnxruntime_genai")
+    from rxt_edge.bench.peer import peer_dims
+    from rxt_edge.export.presets import preset_config
+
+    _, work, _ = bench_run
+    want, _ = peer_dims(preset_config("tiny"))
+    (fp32,) = work.glob("peers/*/fp32-cpu")
+    config = json.loads((fp32 / "genai_config.json").read_text())["model"]
+    d = config["decoder"]
+    assert (d["hidden_size"], d["num_hidden_layers"], d["num_attention_heads"], d["num_key_value_heads"]) == (
+        want.hidden, want.layers, want.q_heads, want.kv_heads,
+    )  # fmt: skip
+    assert (d["head_size"], config["vocab_size"], config["context_length"]) == (
+        want.head_dim, want.vocab, want.max_seq_len,
+    )  # fmt: skip
+    got = _onnx_dims(fp32)
+    assert got == {k: getattr(want, k) for k in got}
+
+
+def test_peer_answers_have_n_tokens_even_when_eos_is_its_greedy_choice(bench_run, tmp_path):
+    """The peer's answers have a fixed length: with [EOS] set to the token it picks first, it picks another."""
+    pytest.importorskip("onnxruntime_genai")
+    import shutil
+
+    from rxt_edge.bench.child import run_child
+    from rxt_edge.bench.peer import genai_job
+    from rxt_edge.export.presets import SPECIAL
+
+    _, work, _ = bench_run
+    (fp32,) = work.glob("peers/*/fp32-cpu")
+    copy = shutil.copytree(fp32, tmp_path / "peer")
+
+    def first_tokens() -> list[int]:
+        job = genai_job(copy, provider="cpu", threads=1, turns=2, query_tokens=QUERY, answer_tokens=ANSWER,
+                        special=SPECIAL, warmup=0)  # fmt: skip
+        turns = run_child(job)["turns"]
+        assert [t["answer_tokens"] for t in turns] == [ANSWER, ANSWER]
+        return [t["first_token"] for t in turns]
+
+    free = first_tokens()
+    config = json.loads((copy / "genai_config.json").read_text())
+    config["model"]["eos_token_id"] = free[0]
+    (copy / "genai_config.json").write_text(json.dumps(config))
+    assert first_tokens()[0] != free[0]
+
+
+def test_no_peer_row_where_genai_is_not_importable(bench_run, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime_genai", None)
+    _, work, _ = bench_run
+    opts = BenchOptions(
+        config="tiny", workdir=work, turns=2, speed_turns=1, update_turns=2, typing_delays=(0.0,),
+        baseline="none", reference=False, quantize=None, threads=1, bandwidth_mib=8, query_tokens=QUERY,
+        answer_tokens=ANSWER,
+    )  # fmt: skip
+    report = run_bench(opts)
+    assert "peer" not in report["speed"]
+    assert any("onnxruntime_genai is not importable" in n for n in report["notes"])
+    assert "speedup_vs_peer" not in report["speed"]["runtime"][0]
+
+
+def test_decode_compare_table_on_tiny(bench_run, tmp_path, capsys):
+    """`python -m rxt_edge.bench.decode_compare` end to end on the bench run's package and peers."""
+    pytest.importorskip("onnxruntime_genai")
+    from rxt_edge.bench import decode_compare
+
+    _, work, _ = bench_run
+    out = tmp_path / "dc.json"
+    argv = ["--configs", "tiny", "--precisions", "fp32,int4", "--rounds", "1", "--turns", "2",
+            "--workdir", str(work), "--json-out", str(out)]  # fmt: skip
+    assert decode_compare.main(argv) == 0
+    table = capsys.readouterr().out
+    assert "| tiny | fp32 |" in table and "| tiny | int4 |" in table
+    report = json.loads(out.read_text())
+    assert report["settings"]["threads"] == 1 and report["versions"]["onnxruntime_genai"]
+    for cell in report["cells"]:
+        (rnd,) = cell["rounds"]
+        assert set(rnd) == {"rxt-edge", "genai"}
+        for engine in rnd.values():
+            assert engine["answer_tokens"] == [decode_compare.ANSWER_TOKENS] * 2
+            assert _positive(engine["decode_ms_per_token"])
+        s = cell["summary"]
+        ratio = s["rxt-edge"]["decode_ms_per_token"] / s["genai"]["decode_ms_per_token"]
+        assert s["rxt_over_genai"] == pytest.approx(ratio)
+        assert f"{ratio:.2f}" in table

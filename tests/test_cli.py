@@ -96,13 +96,18 @@ def test_one_preset_rule_for_quantize_and_bench():
 
 def test_quantize_refuses_bad_options_before_any_work(tmp_path, tiny_package):
     out_dir = tmp_path / "q"
-    bad = rxt("quantize", str(tiny_package), "-o", str(out_dir), "--scheme", "int4")
+    bad = rxt("quantize", str(tiny_package), "-o", str(out_dir), "--scheme", "int3")
     assert bad.exit_code == 2
-    assert "'int4' is not one of 'int8-dynamic', 'int8-block', 'int4-block', 'fp16'" in bad.stderr
+    assert (
+        "'int3' is not one of 'int8', 'int4', 'int8-dynamic', 'int8-block', 'int4-block', 'fp16'"
+        in bad.stderr
+    )
     assert "quantizing" not in bad.stderr and not out_dir.exists()
     for args, message in [
         (["--scheme", "int4-block", "--preset", "avx2"], "--preset applies to --scheme int8-dynamic only"),
         (["--scheme", "fp16", "--per-tensor"], "--per-tensor applies to --scheme int8-dynamic only"),
+        (["--scheme", "int8-dynamic", "--block-size", "64"], "--block-size applies to --scheme int8, int4"),
+        (["--block-size", "48"], "--block-size 48: choose one of 16, 32, 64, 128, 256"),
         (["--graphs", "decoder,attention"], "--graphs: attention; choose from decoder, encoder"),
     ]:
         out = rxt("quantize", str(tiny_package), "-o", str(out_dir), *args)

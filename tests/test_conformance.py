@@ -3,7 +3,7 @@ imports nothing from rxt_edge) must reproduce RxTSession on the shipped packages
 
 Tolerance: none. Both run the same graphs on onnxruntime's CPU provider with one thread, so every answer token
 must be equal and every STM bit-identical (np.array_equal); a contract mismatch shows up as different tokens or an
-STM that differs by far more than rounding. The script covers a system prompt, several turns, an answer cut by
+STM that differs by far more than rounding. The script covers a system prompt (or its refusal, where the manifest says the model takes none), several turns, an answer cut by
 max_new_tokens, a query at the length limit (budget 1), a left-truncated query, the refusals, the fingerprint and
 snapshots written by one runtime and read by the other. `test_drift_is_detected` shows the comparison fails when
 the runtime's turn template drifts from the contract.
@@ -11,6 +11,7 @@ the runtime's turn template drifts from the contract.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import pytest
 from conformance_runtime import ConformanceError, MinimalRuntime, greedy, read_snapshot, write_snapshot
 
 from rxt_edge import PromptTooLongError, RxTSession, SamplingConfig, contract
+from rxt_edge.conversation import SystemPromptUnsupportedError
 from rxt_edge.sampling import sample_next
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,8 +72,14 @@ class Comparison:
         if self.session.package.fingerprint != self.mini.fingerprint:
             self.problems.append("fingerprint differs")
         self.stm("initial STM")
-        self.conv.set_system_prompt(SYSTEM)
-        self.mini.system_prompt(SYSTEM)
+        if self.mini.takes_system_prompt:
+            self.conv.set_system_prompt(SYSTEM)
+            self.mini.system_prompt(SYSTEM)
+        else:  # the manifest says the model takes none: both refuse, the memory untouched
+            with pytest.raises(SystemPromptUnsupportedError):
+                self.conv.set_system_prompt(SYSTEM)
+            with pytest.raises(ConformanceError):
+                self.mini.system_prompt(SYSTEM)
         self.stm("system prompt")
         encode = self.mini.tokenizer.encode
         for i, q in enumerate(QUERIES):
@@ -116,12 +124,28 @@ class Comparison:
         self.turn(self.mini.tokenizer.encode("What is my name?"), "turn after restoring")
 
 
+@pytest.fixture(scope="module")
+def dynamic_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo checkpoint exported with the dynamic KV cache (the shipped packages have the static one), and
+    without the no-system-prompt mark: the other decoder layout and the system-prompt path."""
+    from rxt_edge.export.checkpoints import load_checkpoint
+    from rxt_edge.export.onnx_export import export_package
+
+    model, source = load_checkpoint(ROOT / "models" / "demo" / "checkpoint")
+    out = tmp_path_factory.mktemp("dynamic_demo") / "package"
+    export_package(model, source, out, kv_cache="dynamic")
+    return out
+
+
 @pytest.mark.parametrize(
-    "package, inplace",
-    [(PACKAGES[0], True), (PACKAGES[1], False)],
-    ids=["fp32-inplace-binding", "int8-run-and-copy"],
+    "which, inplace",
+    [(0, True), (1, False), ("dynamic", True)],
+    ids=["fp32-static-inplace-binding", "int8-static-run-and-copy", "fp32-dynamic-inplace-binding"],
 )
-def test_independent_runtime_matches_rxt_session(package, inplace, tmp_path):
+def test_independent_runtime_matches_rxt_session(which, inplace, tmp_path, request):
+    package = request.getfixturevalue("dynamic_demo") if which == "dynamic" else PACKAGES[which]
+    static = json.loads((package / "manifest.json").read_text())["graphs"]["decoder"].get("kv_cache")
+    assert static == ("static" if which != "dynamic" else None)  # each layout is what this case says
     cmp = Comparison(package, inplace)
     try:
         problems = cmp.script(tmp_path)

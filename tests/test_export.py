@@ -128,12 +128,13 @@ def test_graphs_pass_full_check_and_match_the_contract(exported, name):
     elem = {
         "float32": onnx.TensorProto.FLOAT,
         "float16": onnx.TensorProto.FLOAT16,
+        "int32": onnx.TensorProto.INT32,
         "int64": onnx.TensorProto.INT64,
     }
     for graph in contract.GRAPH_NAMES:
         path = e.package / manifest.graphs[graph].file
         onnx.checker.check_model(str(path), full_check=True)
-        ins, outs = contract.graph_io(dims, graph, "float32")
+        ins, outs = contract.graph_io(dims, graph, "float32", manifest.graphs[graph].kv_cache)
         entry = manifest.graphs[graph]
         assert list(entry.inputs) == ins and list(entry.outputs) == outs
         model = onnx.load(str(path))
@@ -146,7 +147,14 @@ def test_graphs_pass_full_check_and_match_the_contract(exported, name):
                 # fixed dims as declared; symbolic ones stay symbolic (not frozen to the tracing example)
                 assert got == [s if isinstance(s, int) else None for s in spec.shape], spec.name
         if graph == contract.DECODER:
-            assert not _all_op_types(model) & {"If", "Loop", "Scan"}
+            ops = _all_op_types(model)
+            assert not ops & {"If", "Loop", "Scan"}
+            # the static cache wherever the attention allows it (export's "auto"), as one op per layer
+            kv_cache = "static" if e.model.decoder.static_cache_supported else "dynamic"
+            assert manifest.graphs[graph].kv_cache == kv_cache
+            assert ("GroupQueryAttention" in ops) == (kv_cache == "static")
+            if e.case.precision == "fp32" and e.model.cfg.decoder.norm == "rms":
+                assert "SkipSimplifiedLayerNormalization" in ops  # residual add + RMSNorm fused
 
 
 def _ort(path: Path):
@@ -177,9 +185,22 @@ def test_graphs_run_at_sizes_the_exporter_could_freeze(exported, name):
         shape = (past, 1, dims.self_kv_heads, dims.head_dim)
         pk = [torch.randn(shape, generator=gen) for _ in range(n_layers)]
         pv = [torch.randn(shape, generator=gen) for _ in range(n_layers)]
+        static = manifest.graphs[contract.DECODER].kv_cache == "static"
         feeds = {"input_ids": ids.numpy()}
+        if static:  # the whole cache, the past in rows [0, past), noise after them (never read)
+            full = (1, dims.self_kv_heads, dims.max_seq_len, dims.head_dim)
+            cache = [torch.randn(full, generator=gen) for _ in range(2 * n_layers)]
+            for c, p in zip(cache, [t for pair in zip(pk, pv, strict=True) for t in pair], strict=True):
+                c[0, :, :past] = p[:, 0].transpose(0, 1)
+            feeds[contract.SEQLENS] = np.array([past + seq - 1], np.int32)
         for i in range(n_layers):
-            feeds[contract.past_key(i)], feeds[contract.past_value(i)] = pk[i].numpy(), pv[i].numpy()
+            if static:
+                feeds[contract.past_key(i)], feeds[contract.past_value(i)] = (
+                    cache[2 * i].numpy(),
+                    cache[2 * i + 1].numpy(),
+                )
+            else:
+                feeds[contract.past_key(i)], feeds[contract.past_value(i)] = pk[i].numpy(), pv[i].numpy()
         for i in range(dims.memory_layers):
             feeds[contract.memory_key(i)], feeds[contract.memory_value(i)] = (
                 kv_onnx[2 * i],
@@ -191,9 +212,16 @@ def test_graphs_run_at_sizes_the_exporter_could_freeze(exported, name):
         assert out[0].shape == (1, dims.vocab_size)
         np.testing.assert_allclose(out[0], logits.numpy(), atol=1e-4, err_msg=f"past={past} seq={seq}")
         for i in range(n_layers):
-            assert out[1 + 2 * i].shape == (seq, 1, dims.self_kv_heads, dims.head_dim)
-            np.testing.assert_allclose(out[1 + 2 * i], nk[i].numpy(), atol=1e-4)
-            np.testing.assert_allclose(out[2 + 2 * i], nv[i].numpy(), atol=1e-4)
+            for j, new in ((1 + 2 * i, nk[i]), (2 + 2 * i, nv[i])):
+                if static:  # rows [past, past+seq) written, the past rows kept (rows after: unspecified)
+                    present = out[j][0]
+                    np.testing.assert_allclose(
+                        present[:, past : past + seq], new[:, 0].transpose(0, 1).numpy(), atol=1e-4
+                    )
+                    np.testing.assert_array_equal(present[:, :past], cache[j - 1][0, :, :past].numpy())
+                else:
+                    assert out[j].shape == (seq, 1, dims.self_kv_heads, dims.head_dim)
+                    np.testing.assert_allclose(out[j], new.numpy(), atol=1e-4)
     for seq in (1, 2, 7):
         ids = torch.randint(5, dims.vocab_size, (1, seq), generator=gen)
         mask = torch.ones_like(ids)
@@ -341,7 +369,7 @@ def _failing_export_graph(monkeypatch, fail_at: str) -> list[str]:
 
     written: list[str] = []
 
-    def fake(model, graph, path, precision, opset, fuse=True):
+    def fake(model, graph, path, precision, opset, fuse=True, kv_cache="dynamic"):
         if graph == fail_at:
             raise RuntimeError(f"simulated exporter crash in {graph}")
         x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])

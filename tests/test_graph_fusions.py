@@ -49,11 +49,16 @@ def unfused_package(tiny_package: Path, tmp_path_factory: pytest.TempPathFactory
 def test_every_rope_is_fused(tiny_package: Path, unfused_package: Path) -> None:
     from rxt_edge.manifest import load_manifest
 
-    dims = load_manifest(tiny_package).model
+    manifest = load_manifest(tiny_package)
+    dims = manifest.model
     # decoder: self-attention queries and keys in every layer, memory cross-attention queries in memory layers
     ropes = 2 * dims.decoder_layers + dims.memory_layers
     fused = [n for n in _ops(tiny_package / "decoder.onnx") if n.op_type == "RotaryEmbedding"]
-    assert len(fused) == ropes
+    assert manifest.graphs["decoder"].kv_cache == "static"  # self-attention RoPE inside GroupQueryAttention
+    gqa = [n for n in _ops(tiny_package / "decoder.onnx") if n.op_type == "GroupQueryAttention"]
+    assert len(gqa) == dims.decoder_layers
+    assert all(a.i == 1 for n in gqa for a in n.attribute if a.name in ("do_rotary", "rotary_interleaved"))
+    assert len(fused) == dims.memory_layers
     assert all(n.domain == "com.microsoft" for n in fused)
     for graph in ("decoder", "encoder", "memory_update"):
         assert _pair_swap_matmuls(tiny_package / f"{graph}.onnx") == 0, graph
@@ -78,10 +83,27 @@ def test_projections_of_one_input_are_one_matmul(
     fused = _weight_matmuls_by_input(tiny_package / f"{graph}.onnx")
     plain = _weight_matmuls_by_input(unfused_package / f"{graph}.onnx")
     shared = [name for name, count in plain.items() if count >= 2]  # queries/keys/values (or keys/values)
+    # one weight MatMul per input (names differ where a fused norm now produces the input)
     assert shared and set(fused.values()) == {1}
-    assert all(fused.get(name) == 1 for name in shared)
-    splits = sum(n.op_type == "Split" for n in _ops(tiny_package / f"{graph}.onnx"))
-    assert splits >= len(shared)
+    ops = _ops(tiny_package / f"{graph}.onnx")
+    splits = sum(n.op_type == "Split" for n in ops)
+    # a merged q/k/v projection feeds GroupQueryAttention whole (packed QKV: key and value left empty)
+    packed = sum(n.op_type == "GroupQueryAttention" and n.input[1] == "" and n.input[2] == "" for n in ops)
+    assert splits + packed >= len(shared)
+    if graph == "decoder":
+        assert packed == sum(n.op_type == "GroupQueryAttention" for n in ops) > 0
+
+
+def test_residual_add_and_rms_norm_are_one_op(tiny_package: Path, unfused_package: Path) -> None:
+    """Every RMSNorm that reads a residual sum is one SkipSimplifiedLayerNormalization (the decoder's first norm
+    reads the embedding: no sum to fuse)."""
+    for graph in ("decoder", "encoder"):
+        norms = sum(n.op_type == "Sqrt" for n in _ops(unfused_package / f"{graph}.onnx"))
+        ops = _ops(tiny_package / f"{graph}.onnx")
+        skip = [n for n in ops if n.op_type == "SkipSimplifiedLayerNormalization"]
+        assert len(skip) == norms - 1, graph
+        assert all(n.domain == "com.microsoft" for n in skip)
+        assert sum(n.op_type == "Sqrt" for n in ops) == 1, graph
 
 
 def test_fused_package_answers_as_the_unfused(tiny_package: Path, unfused_package: Path) -> None:

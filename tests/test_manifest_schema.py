@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 from test_manifest import ROOT, SCHEMA_VALIDATOR, SHIPPED, _mutated, make_manifest
 
-from rxt_edge.contract import GRAPH_NAMES, ModelDims
+from rxt_edge.contract import GRAPH_NAMES, KV_CACHES, ModelDims, graph_io
 from rxt_edge.graph_check import check_graphs, package_requirements
 from rxt_edge.manifest import (
     FORMAT_VERSION,
@@ -53,7 +53,8 @@ def test_schema_is_valid_draft_2020_12_and_matches_the_code():
     from rxt_edge.tokenizer import TOKENIZER_KINDS
 
     assert props["tokenizer"]["properties"]["kind"]["enum"] == list(TOKENIZER_KINDS)
-    assert defs["tensor"]["properties"]["dtype"]["enum"] == ["float32", "float16", "int64"]
+    assert defs["tensor"]["properties"]["dtype"]["enum"] == ["float32", "float16", "int32", "int64"]
+    assert defs["graph"]["properties"]["kv_cache"]["enum"] == list(KV_CACHES)
 
 
 @pytest.mark.parametrize("package", SHIPPED, ids=lambda p: p.name)
@@ -109,6 +110,8 @@ AGREE = [
     (lambda j: j["special_tokens"].__setitem__("unk", -1), False),
     (lambda j: j["special_tokens"].pop("pad"), False),
     (lambda j: j.__setitem__("extra", 1), False),
+    (lambda j: j.__setitem__("system_prompt", False), True),  # v3: a model trained without system prompts
+    (lambda j: j.__setitem__("system_prompt", "no"), False),
     (lambda j: j["model"].__setitem__("heads", 2), False),
     (lambda j: j["model"].__setitem__("dim", True), False),
     (lambda j: j["model"].__setitem__("dim", 0), False),
@@ -124,6 +127,9 @@ AGREE = [
         False,
     ),
     (lambda j: j["graphs"]["decoder"]["inputs"][0].__setitem__("dtype", "bfloat16"), False),
+    (lambda j: j["graphs"]["decoder"].__setitem__("kv_cache", "paged"), False),
+    (lambda j: j["graphs"]["decoder"].__setitem__("kv_cache", "dynamic"), True),
+    (lambda j: j["graphs"]["decoder"].__setitem__("kv_cache", "static") or _static_io(j), True),
     (lambda j: j["graphs"]["decoder"]["inputs"][0].__setitem__("shape", ["batch", ""]), False),
     (lambda j: j["graphs"]["decoder"]["inputs"][0].__setitem__("shape", ["batch", -1]), False),
     (lambda j: j["graphs"]["encoder"].__setitem__("precision", ""), False),
@@ -159,6 +165,13 @@ AGREE = [
 ]
 
 
+def _static_io(j: dict) -> None:
+    """The decoder entry's I/O as the static-cache contract declares it for the manifest's dims."""
+    ins, outs = graph_io(ModelDims.from_json(j["model"]), "decoder", kv_cache="static")
+    j["graphs"]["decoder"]["inputs"] = [t.to_json() for t in ins]
+    j["graphs"]["decoder"]["outputs"] = [t.to_json() for t in outs]
+
+
 @pytest.mark.parametrize("mutate, ok", AGREE)
 def test_schema_and_loader_agree(mutate, ok):
     j = _mutated(mutate)
@@ -180,6 +193,18 @@ CROSS_FIELD = [
     (
         lambda j: j["requires"]["ops"].__setitem__("ai.onnx.ml", ["X"]),
         r"requires\.opset\.ai\.onnx\.ml: missing",
+    ),
+    (
+        lambda j: j["graphs"]["encoder"].__setitem__("kv_cache", "static"),
+        r"graphs\.encoder\.kv_cache: only the decoder",
+    ),
+    (  # a static-cache decoder declaring the dynamic I/O (or the reverse) is not what it claims
+        lambda j: j["graphs"]["decoder"].__setitem__("kv_cache", "static"),
+        r"graphs\.decoder\.inputs\[1\]\.name: expected 'seqlens_k'",
+    ),
+    (
+        lambda j: _static_io(j),
+        r"graphs\.decoder\.inputs\[1\]\.name: expected 'past_key\.0'",
     ),
     (
         lambda j: j.__setitem__(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import pytest
 from onnx import numpy_helper
 from rxt_edge.bench.quant_report import compare_packages, kl_divergence, positional_agreement
 from rxt_edge.export.quantize import (
-    CPU_SCHEMES,
+    BLOCK_SCHEMES,
     DYNAMIC_PRESETS,
     QuantizeError,
     Scope,
@@ -34,16 +35,19 @@ from rxt_edge.session import RxTSession
 
 # scheme -> (min teacher-forced top-1 agreement, max mean KL in nats, min greedy token agreement)
 THRESHOLDS = {
+    "int8": (0.85, 1e-3, 0.1),
+    "int4": (0.7, 2e-2, 0.03),
     "int8-dynamic": (0.85, 1e-3, 0.1),
-    "int8-block": (0.85, 1e-3, 0.1),
-    "int4-block": (0.7, 2e-2, 0.03),
     "fp16": (0.95, 1e-4, 0.5),
 }
 QUANT_OPS = {
+    "int8": {"MatMulNBits"},
+    "int4": {"MatMulNBits"},
     "int8-dynamic": {"MatMulInteger", "DynamicQuantizeMatMul"},
-    "int8-block": {"MatMulNBits"},
-    "int4-block": {"MatMulNBits"},
 }
+# The CPU schemes with their own code path; int8-block / int4-block are int8 / int4 with block 32
+# (tests/test_quantize_schemes.py checks their settings).
+CPU_SCHEMES = tuple(QUANT_OPS)
 
 
 def _report(source: Path, quantized: Path, **kw):
@@ -86,7 +90,8 @@ def test_cpu_scheme_manifest_and_graphs(tiny_package: Path, quantized, scheme: s
     assert q["graphs"] == [contract.DECODER] and q["head"] is True
     assert q["preset"] == ("avx2" if scheme == "int8-dynamic" else None)
     if scheme != "int8-dynamic":
-        assert q["block_size"] == 32 and q["accuracy_level"] == 4 and q["bits"] == int(scheme[3])
+        cfg = BLOCK_SCHEMES[scheme]
+        assert (q["bits"], q["block_size"], q["accuracy_level"]) == (int(scheme[3]), cfg.block_size, 4)
     assert man.graphs[contract.DECODER].precision == scheme
     for name in (contract.ENCODER, contract.MEMORY_UPDATE, contract.MEMORY_KV):  # untouched, same bytes
         assert man.graphs[name].precision == "fp32"
@@ -106,6 +111,18 @@ def test_cpu_scheme_manifest_and_graphs(tiny_package: Path, quantized, scheme: s
     assert float_weights == []  # every linear layer, head included, is quantized
     # 2 layers x 6 matrix products (self q/k/v merged, out; cross q, out; FFN in, out) + head
     assert q["quantized_nodes"]["decoder"] >= 2 * 6 + 1
+    # everything but the weight products is left alone: attention (GroupQueryAttention and its in-place KV
+    # cache in the static-cache decoder), norms, rotary embedding, the embedding lookup
+    before = Counter(n.op_type for n in onnx.load(str(tiny_package / "decoder.onnx")).graph.node)
+    after = Counter(n.op_type for n in graph.graph.node)
+    for op in ("GroupQueryAttention", "RotaryEmbedding", "Gather", "Softmax"):
+        assert after[op] == before[op], op
+    for node in (n for n in graph.graph.node if n.op_type == "MatMulNBits"):  # int8 / int4: as configured
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        cfg = BLOCK_SCHEMES[scheme]
+        block = min(cfg.block_size, 1 << (attrs["K"].bit_length() - 1))  # no block longer than K
+        assert (attrs["bits"], attrs["block_size"], attrs["accuracy_level"]) == (cfg.bits, block, 4)
+        assert len(node.input) < 4 or not node.input[3]  # symmetric: no zero points
     sess = ort.InferenceSession(str(out / "decoder.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == [t.name for t in src.graphs["decoder"].inputs]
 
@@ -157,7 +174,7 @@ def _scramble(package: Path, dest: Path) -> Path:
     return dest
 
 
-@pytest.mark.parametrize("scheme", ["int8-dynamic", "int4-block"])
+@pytest.mark.parametrize("scheme", ["int8-dynamic", "int4"])
 def test_thresholds_catch_a_broken_graph(tiny_package: Path, quantized, tmp_path: Path, scheme: str) -> None:
     broken = _scramble(quantized(scheme), tmp_path / "broken")
     report = _report(tiny_package, broken, speed=False)
@@ -184,7 +201,7 @@ def test_fp16_package_is_float16_throughout(tiny_package: Path, tmp_path: Path) 
     assert man.precision == "fp16" and man.quantization["graphs"] == list(contract.GRAPH_NAMES)
     for g in man.graphs.values():
         assert g.precision == "fp16"
-        assert {t.dtype for t in g.inputs + g.outputs} <= {"float16", "int64"}
+        assert {t.dtype for t in g.inputs + g.outputs} <= {"float16", "int32", "int64"}  # int32: seqlens_k
     assert np.load(out / "initial_stm.npy").dtype == np.float16
     report = _report(tiny_package, out, speed=False)
     assert _check_quality(report, "fp16") == []
@@ -231,15 +248,18 @@ def test_head_rewrite_keeps_the_logits(tiny_package: Path) -> None:
     assert head_gemm_to_matmul(rewritten, dims.vocab_size) == 1
     assert "Gemm" not in {n.op_type for n in rewritten.graph.node}
     rng = np.random.default_rng(1)
-    feeds = {"input_ids": rng.integers(5, 300, (1, 3), dtype=np.int64)}
-    for i in range(dims.decoder_layers):
-        shape = (2, 1, dims.self_kv_heads, dims.head_dim)
-        feeds[contract.past_key(i)] = rng.standard_normal(shape).astype(np.float32)
-        feeds[contract.past_value(i)] = rng.standard_normal(shape).astype(np.float32)
-    for i in range(dims.memory_layers):
-        shape = (1, dims.cross_kv_heads, dims.stm_slots, dims.head_dim)
-        feeds[contract.memory_key(i)] = rng.standard_normal(shape).astype(np.float32)
-        feeds[contract.memory_value(i)] = rng.standard_normal(shape).astype(np.float32)
+    feeds: dict[str, np.ndarray] = {}
+    # from the graph's own inputs, so that every decoder variant is fed: 3 new tokens after 2 cached ones
+    for spec in ort.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    ).get_inputs():
+        shape = [{"batch": 1, "past_seq": 2}.get(d, 1) if isinstance(d, str) else d for d in spec.shape]
+        if spec.name == "input_ids":
+            feeds[spec.name] = rng.integers(5, 300, (1, 3), dtype=np.int64)
+        elif spec.name == contract.SEQLENS:
+            feeds[spec.name] = np.full(shape, 2 + 3 - 1, dtype=np.int32)
+        else:
+            feeds[spec.name] = rng.standard_normal(shape).astype(np.float32)
 
     def logits(m: onnx.ModelProto) -> np.ndarray:
         sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -270,7 +290,17 @@ def test_per_tensor_weights_have_one_scale_per_matrix(tiny_package: Path, tmp_pa
     assert _check_quality(_report(tiny_package, per_tensor), "int8-dynamic") == []
     out = tmp_path / "cli"
     result = CliRunner().invoke(
-        app, ["quantize", str(tiny_package), "-o", str(out), "--per-tensor", "--no-report"]
+        app,
+        [
+            "quantize",
+            str(tiny_package),
+            "-o",
+            str(out),
+            "--scheme",
+            "int8-dynamic",
+            "--per-tensor",
+            "--no-report",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert load_manifest(out).quantization["per_channel"] is False
@@ -355,8 +385,8 @@ def test_cli_quantize_json(tiny_package: Path, tmp_path: Path) -> None:
         str(tiny_package),
         "-o",
         str(out),
-        "--scheme",
-        "int8-block",
+        "--block-size",
+        "32",
         "--threads",
         "1",
         "--json",
@@ -364,10 +394,11 @@ def test_cli_quantize_json(tiny_package: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["quantization"]["scheme"] == "int8-block"
-    assert data["report"]["teacher_forced_top1_agreement"] >= THRESHOLDS["int8-block"][0]
+    assert data["quantization"]["scheme"] == "int8"  # the default scheme, with the block size asked for
+    assert data["quantization"]["block_size"] == 32
+    assert data["report"]["teacher_forced_top1_agreement"] >= THRESHOLDS["int8"][0]
     assert data["report"]["timing"]["quantized"]["decode_ms_per_token"] > 0
-    assert load_manifest(out).precision == "int8-block"
+    assert load_manifest(out).precision == "int8"
     again = CliRunner().invoke(app, args)  # refuses to overwrite, exit code 2 with the reason
     assert again.exit_code == 2 and "already exists" in " ".join(again.output.split())  # rich wraps lines
 

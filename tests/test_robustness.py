@@ -781,8 +781,12 @@ def test_provider_that_fails_to_initialise(tiny_package, monkeypatch):
     assert "no CUDA-capable device" in str(ei.value)
 
 
-def test_provider_that_silently_falls_back_to_cpu(tiny_package, monkeypatch):
-    """onnxruntime falls back to the CPU when CUDA libraries are missing; that must not pass unnoticed."""
+def test_provider_that_silently_falls_back_to_cpu(tiny_package, monkeypatch, tmp_path):
+    """onnxruntime falls back to the CPU when CUDA libraries are missing; that must not pass unnoticed. (A float32
+    static-cache package is refused on CUDA before that: GroupQueryAttention has no float32 CUDA kernel.)"""
+    from rxt_edge.export.quantize import quantize_package
+
+    fp16 = quantize_package(tiny_package, tmp_path / "fp16", "fp16").output
     real = ort.InferenceSession
     monkeypatch.setattr(
         ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -794,5 +798,9 @@ def test_provider_that_silently_falls_back_to_cpu(tiny_package, monkeypatch):
     )
     with pytest.raises(
         ProviderUnavailableError, match="'cuda'.*requested but the session runs on CPUExecutionProvider"
+    ):
+        RxTSession.load(fp16, provider="cuda")
+    with pytest.raises(
+        ProviderUnavailableError, match="float32 decoder with the static KV cache cannot run on CUDA"
     ):
         RxTSession.load(tiny_package, provider="cuda")

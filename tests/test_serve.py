@@ -52,8 +52,18 @@ class LiveServer:
 
 
 @pytest.fixture(scope="module")
-def session():
-    with RxTSession.load(DEMO, max_slots=4) as s:
+def session(tmp_path_factory):
+    """The demo, its manifest's `system_prompt: false` lifted in a copy: the server's `instructions` plumbing is
+    tested on it (the shipped demo refuses system prompts: `test_a_model_without_system_prompts_refuses_...`)."""
+    import dataclasses
+
+    from package_copies import copy_package
+
+    from rxt_edge.manifest import load_manifest, write_manifest
+
+    package = copy_package(DEMO, tmp_path_factory.mktemp("demo") / "package")
+    write_manifest(package, dataclasses.replace(load_manifest(package), system_prompt=True))
+    with RxTSession.load(package, max_slots=4) as s:
         yield s
 
 
@@ -165,6 +175,27 @@ def test_instructions_and_input_history_go_into_memory(client, served, session):
     ]
     r2 = client.responses.create(model=MODEL, input=history)
     assert "Kyiv" in r2.output_text
+
+
+def test_a_model_without_system_prompts_refuses_instructions(tmp_path):
+    """The shipped demo's manifest says it takes no system prompt: `instructions` and a system message get a 400
+    that says so, and nothing is stored."""
+    with RxTSession.load(DEMO, max_slots=1) as shipped:
+        store = SQLiteStore(str(tmp_path / "state.sqlite3"), shipped.package.fingerprint)
+        server = LiveServer(create_app(shipped, store, ServeOptions(MODEL)))
+        try:
+            client = server.client()
+            with pytest.raises(openai.BadRequestError) as e:
+                client.responses.create(model=MODEL, input="Where do I live?", instructions="Be brief.")
+            assert e.value.body["code"] == "system_prompt_unsupported"
+            with pytest.raises(openai.BadRequestError) as e:
+                client.chat.completions.create(
+                    model=MODEL,
+                    messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+                )
+            assert e.value.body["code"] == "system_prompt_unsupported"
+        finally:
+            server.stop()
 
 
 def test_max_output_tokens(client):

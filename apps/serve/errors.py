@@ -10,7 +10,7 @@ import logging
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
-from rxt_edge.conversation import EmptyQueryError, PromptTooLongError
+from rxt_edge.conversation import EmptyQueryError, PromptTooLongError, SystemPromptUnsupportedError
 from rxt_edge.snapshot import SnapshotError
 
 from .pool import BusyError, StateNotFoundError
@@ -54,6 +54,8 @@ def api_error(exc: BaseException) -> ApiError:
         )
     if isinstance(exc, PromptTooLongError):
         return ApiError(400, str(exc), param="input", code="context_length_exceeded")
+    if isinstance(exc, SystemPromptUnsupportedError):  # `instructions` / system messages on such a model
+        return ApiError(400, str(exc), param="instructions", code="system_prompt_unsupported")
     if isinstance(exc, EmptyQueryError):
         return ApiError(400, str(exc), param="input", code="empty_input")
     if isinstance(exc, BusyError):

@@ -20,7 +20,8 @@ conversations by random pseudo-words/numbers (without it the model stores *which
 fails on held-out values, see README), and `--leak F`, a teacher-forced memory warm-up in which the decoder
 reads the STM written from the current interaction. With pseudo-values, `--letters L` spells a share L of the word
 stand-ins from one letter chain over every pool and `--value-weight W` weighs the recalled value's pieces W times in
-the loss. Under `torchrun --nproc-per-node N` the N processes average their gradients (N x --batch a step).
+the loss. `--everyday P` draws a share P of every batch from `demo_everyday` (greetings, everyday
+phrasings, typing noise; issue 19). Under `torchrun --nproc-per-node N` the N processes average their gradients (N x --batch a step).
 
 Evaluation: `recall_probes` / `no_fact_probes` with held-out values at delays 1, 2, 4, 8 (plus told probes
 with train values, a diagnostic); a fast batched greedy decoder on the training device during training, and
@@ -55,6 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import demo_dialogues as dd
+import demo_everyday as de
 import sentencepiece as spm
 import torch
 import torch.nn.functional as F
@@ -261,17 +263,20 @@ def _heldout_lower() -> set[str]:
 
 
 _TRAIN_VALUES = _train_values()
+_CANONICAL = {v.lower(): v for v in _TRAIN_VALUES}  # everyday dialogues type values in any case
 _HELDOUT = _heldout_lower()
 # Words of the templates and small talk: a stand-in must not be one of them ("is", "you", "train", ...).
 _TEMPLATE_WORDS = {
     w.lower()
     for d in dd.generate_dialogues(500, seed=0, split="train")
+    + de.generate_everyday(500, seed=0, split="train")
     for t in d
     for w in re.findall(r"[A-Za-z]+", f"{t.query} {t.answer}")
-    if w not in _TRAIN_VALUES
-}
+    if w.lower() not in _CANONICAL
+} | {w.lower() for t in de.template_texts() for w in re.findall(r"[A-Za-z]+", t.replace("{", " {"))}
 _VALUE_RE = re.compile(
-    r"(?<!\w)(?:" + "|".join(re.escape(v) for v in sorted(_TRAIN_VALUES, key=len, reverse=True)) + r")(?!\w)"
+    r"(?<!\w)(?:" + "|".join(re.escape(v) for v in sorted(_TRAIN_VALUES, key=len, reverse=True)) + r")(?!\w)",
+    re.IGNORECASE,
 )
 
 
@@ -338,7 +343,7 @@ def pseudo_value(original: str, rng: random.Random, taken: set[str], letters: fl
         if (
             word.lower() not in _HELDOUT
             and word.lower() not in _TEMPLATE_WORDS
-            and word not in _TRAIN_VALUES
+            and word.lower() not in _CANONICAL
             and word.lower() not in taken
             and len(word) > 2
         ):
@@ -347,20 +352,25 @@ def pseudo_value(original: str, rng: random.Random, taken: set[str], letters: fl
 
 
 def with_pseudo_values(dialogue: dd.Dialogue, rng: random.Random, letters: float = 0.0) -> dd.Dialogue:
-    """The same conversation with every entity value consistently replaced by a pseudo-value."""
+    """The same conversation with every entity value consistently replaced by a pseudo-value. A value typed in
+    another case ("oscar", "OSCAR") gets the same stand-in in that case."""
     mapping: dict[str, str] = {}
     taken: set[str] = set()
 
-    def sub(m: re.Match[str]) -> str:
-        v = m.group(0)
-        if v not in mapping:
-            mapping[v] = pseudo_value(v, rng, taken, letters)
-        return mapping[v]
+    def stand_in(v: str) -> str:
+        key = v.lower()
+        if key not in mapping:
+            mapping[key] = pseudo_value(_CANONICAL[key], rng, taken, letters)
+        new = mapping[key]
+        if v == _CANONICAL[key]:
+            return new
+        return new.lower() if v.islower() else new.upper() if v.isupper() else new.capitalize()
 
     out = []
     for t in dialogue:
-        q, a = _VALUE_RE.sub(sub, t.query), _VALUE_RE.sub(sub, t.answer)
-        out.append(dd.Turn(q, a, t.kind, t.fact_key, t.asked_after, mapping.get(t.value, t.value)))
+        q, a = (_VALUE_RE.sub(lambda m: stand_in(m.group(0)), s) for s in (t.query, t.answer))
+        value = stand_in(t.value) if t.value and t.value.lower() in _CANONICAL else t.value
+        out.append(dd.Turn(q, a, t.kind, t.fact_key, t.asked_after, value))
     return out
 
 
@@ -385,11 +395,13 @@ class DialogueBatches(torch.utils.data.Dataset):
         value_weight: float = 1.0,
         letters: float = 0.0,
         rank: int = 0,
+        everyday: float = 0.0,
     ):
         self.tok_path, self.steps, self.batch, self.seed = tok_path, steps, batch, seed
         self.turns_start, self.hold, self.curriculum = turns_start, hold, curriculum
         self.dropout, self.width, self.leak, self.pseudo = dropout, width, leak, pseudo
         self.value_weight, self.letters, self.rank = value_weight, letters, rank
+        self.everyday = everyday
         self.tok: Tok | None = None
 
     def __len__(self) -> int:
@@ -414,7 +426,11 @@ class DialogueBatches(torch.utils.data.Dataset):
         data_seed = self.seed * 1_000_003 + k + self.rank * 1_000_000_007  # rank 0: the one-GPU batches
         spm.set_random_generator_seed(data_seed % (2**31))
         max_turns = turns_at(k, self.steps, self.turns_start, self.hold, self.curriculum)
-        dialogues = dd.generate_dialogues(self.batch, seed=data_seed, split="train", max_turns=max_turns)
+        n_everyday = round(self.batch * self.everyday)
+        dialogues = dd.generate_dialogues(
+            self.batch - n_everyday, seed=data_seed, split="train", max_turns=max_turns
+        )
+        dialogues += de.generate_everyday(n_everyday, seed=data_seed, split="train", max_turns=max_turns)
         if self.pseudo > 0:
             rng = random.Random(f"pseudo:{data_seed}")
             dialogues = [
@@ -665,6 +681,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0.0,
         help="share of word stand-ins spelled by one letter chain over every pool (else pool chain / syllables)",
     )
+    p.add_argument(
+        "--everyday",
+        type=float,
+        default=0.0,
+        help="share of each batch drawn from demo_everyday (greetings, everyday phrasings, typing noise)",
+    )
     p.add_argument("--no-dropout", action="store_true", help="disable BPE-dropout (not recommended)")
     # architecture
     p.add_argument("--dim", type=int, default=192)
@@ -784,7 +806,7 @@ def main(argv: list[str] | None = None) -> int:
     log(
         f"train: steps={args.steps} batch={args.batch} lr={args.lr} warmup={args.warmup} seed={args.seed} "
         f"curriculum: {args.turns_start} turns for {args.hold:.0%} of steps, then ->12 over {args.curriculum:.0%}, "
-        f"leak={args.leak:.0%} pseudo_values={args.pseudo_values:.0%} letters={args.letters:.0%} value_weight={args.value_weight:g} bpe_dropout={not args.no_dropout} compile={args.compile}",
+        f"leak={args.leak:.0%} pseudo_values={args.pseudo_values:.0%} everyday={args.everyday:.0%} letters={args.letters:.0%} value_weight={args.value_weight:g} bpe_dropout={not args.no_dropout} compile={args.compile}",
         flush=True,
     )
 
@@ -816,6 +838,7 @@ def main(argv: list[str] | None = None) -> int:
         args.value_weight,
         args.letters,
         rank,
+        args.everyday,
     )
     loader = torch.utils.data.DataLoader(
         data,

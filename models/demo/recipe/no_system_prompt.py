@@ -1,0 +1,38 @@
+"""Mark a demo package as taking no system prompt (manifest `system_prompt: false`).
+
+    python models/demo/recipe/no_system_prompt.py models/demo/package
+
+The demo model was never trained with system prompts: one written into its memory does not steer it, it only
+makes the next answers worse (issue 19: after `/system You are a pirate`, `Hello!` got "Hepe welcome!"). With the
+flag set, `Conversation.set_system_prompt` (chat's `/system`, the server's `instructions`) refuses with a clear
+message instead. Run it on the fp32 package *before* `rxt-edge quantize`, which copies the flag into the int8
+package and records the fp32 manifest's fingerprint as its source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from rxt_edge.manifest import FORMAT_VERSION, load_manifest, verify_files, write_manifest
+
+
+def mark(package: Path) -> None:
+    """Rewrite `package`'s manifest with `system_prompt: false` (its files are verified first). The field is a
+    format_version 3 one, so an older manifest is stamped 3: a version-2 reader refuses the unknown key anyway."""
+    manifest = load_manifest(package)
+    verify_files(package, manifest)
+    write_manifest(package, dataclasses.replace(manifest, system_prompt=False, format_version=FORMAT_VERSION))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("package", type=Path)
+    mark(ap.parse_args(argv).package)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""A decode slot whose one-token step is replayed from a captured CUDA graph (CUDA, static KV cache).
+
+A decode step on a GPU is launch-bound: a hundred-odd small kernels, each launched from the host. onnxruntime can
+capture the step once as a CUDA graph (`enable_cuda_graph`) and replay it with one launch, provided every run
+of that graph sees the same shapes and the same device addresses. With the static cache (decoding.StaticKVCache)
+the shapes are fixed; this slot fixes the addresses:
+
+- the token id and `seqlens_k` live in device buffers owned by the slot, written before each replay (a host
+  array bound instead would be copied at capture time only and never refreshed on replay);
+- the logits land in a device buffer the slot copies to the host after each run;
+- the memory cross-attention K/V are the slot's own: at the start of a turn the memory_kv graph projects the
+  conversation's current STM into them (one run per turn), so a graph captured in one conversation stays
+  valid for the next one.
+
+The prompt runs uncaptured (`gpu_graph_id` -1: its length varies); each slot captures its own graph (ids 1, 2,
+...). onnxruntime runs a graph id normally a couple of times before it captures it; a run that is captured is
+also executed once, so no state advances twice (and a repeated step would rewrite the same cache row anyway).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnxruntime as ort
+
+from . import contract
+from .contract import ModelDims
+from .decoding import DecodeSlot
+
+if TYPE_CHECKING:
+    from .engine import DeviceBuffers, GraphSet, MemoryState
+
+
+def _run_options(graph_id: int) -> ort.RunOptions:
+    opts = ort.RunOptions()
+    opts.add_run_config_entry("gpu_graph_id", str(graph_id))
+    return opts
+
+
+class CapturedDecodeSlot(DecodeSlot):
+    """`DecodeSlot` with the step replayed from CUDA graph `graph_id` (>= 1, one per slot of a session)."""
+
+    def __init__(
+        self,
+        graphs: GraphSet,
+        buffers: DeviceBuffers,
+        dims: ModelDims,
+        memory: MemoryState,
+        graph_id: int,
+    ):
+        super().__init__(graphs, buffers, dims, "static")
+        self._memory = memory  # this slot's STM K/V (set 0): fixed addresses for the captured graph
+        self._step_ids = np.zeros((1, 1), dtype=np.int64)
+        self._ids_dev = ort.OrtValue.ortvalue_from_numpy(self._step_ids, buffers.device, buffers.device_id)
+        self._seqlens_dev = ort.OrtValue.ortvalue_from_numpy(
+            self.cache.seqlens, buffers.device, buffers.device_id
+        )
+        self._logits_dev = buffers.empty(self._logits.shape)
+        self._binding.bind_ortvalue_output("logits", self._logits_dev)
+        self._replay, self._uncaptured = _run_options(graph_id), _run_options(-1)
+
+    def start(self, memory: MemoryState) -> None:
+        kv = self._graphs.binding(contract.MEMORY_KV)
+        kv.bind_ortvalue_input("stm", memory.stm[memory.active])
+        self._memory.bind_kv_outputs(kv, 0)
+        self._graphs.run(
+            contract.MEMORY_KV, kv
+        )  # (all runs share one lock with CUDA graphs: engine.GraphSet)
+        self._memory.active = 0
+        super().start(self._memory)
+
+    def prefill(self, prompt: Sequence[int]) -> np.ndarray:
+        self.position = 0
+        n = len(prompt)
+        self._ids[0, :n] = prompt
+        self.cache.bind(self._binding, 0, n)
+        self._binding.bind_input("input_ids", "cpu", 0, np.int64, [1, n], self._ids.ctypes.data)
+        self._binding.bind_input(contract.SEQLENS, "cpu", 0, np.int32, [1], self.cache.seqlens.ctypes.data)
+        with self._graphs.lock(contract.DECODER):
+            self._graphs.run(contract.DECODER, self._binding, self._uncaptured)
+            logits = self._fetch_logits()
+        # from here on the step's inputs are the slot's device buffers, bound once
+        self._binding.bind_ortvalue_input("input_ids", self._ids_dev)
+        self._binding.bind_ortvalue_input(contract.SEQLENS, self._seqlens_dev)
+        self.position = n
+        return logits
+
+    def step(self, token: int) -> np.ndarray:
+        self.cache.bind(self._binding, self.position, 1)  # bounds check, seqlens = position
+        self._step_ids[0, 0] = token
+        with self._graphs.lock(contract.DECODER):  # no other GPU work between the copies and the replay
+            self._ids_dev.update_inplace(self._step_ids)
+            self._seqlens_dev.update_inplace(self.cache.seqlens)
+            self._graphs.run(contract.DECODER, self._binding, self._replay)
+            logits = self._fetch_logits()
+        self.position += 1
+        return logits
+
+    def _fetch_logits(self) -> np.ndarray:
+        self._logits[...] = self._logits_dev.numpy()
+        return self._logits[0]

@@ -1,0 +1,214 @@
+"""Issue 19: the demo model's everyday-typing data (models/demo/recipe/demo_everyday.py), the evaluation set written
+apart from it (everyday_eval.py), and a fast subset of that set through the shipped int8 package."""
+
+from __future__ import annotations
+
+import random
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "models" / "demo" / "recipe"
+INT8 = ROOT / "models" / "demo" / "package-int8"
+sys.path.insert(0, str(RECIPE))
+
+import demo_dialogues as dd  # noqa: E402
+import demo_everyday as de  # noqa: E402
+import everyday_eval as ev  # noqa: E402
+
+ALL_VALUES = re.compile(
+    r"(?<!\w)(?:"
+    + "|".join(re.escape(v) for vs in dd.POOLS.values() for v in sorted(vs, key=len, reverse=True))
+    + r")(?!\w)",
+    re.IGNORECASE,
+)
+
+
+@pytest.fixture(scope="module")
+def everyday():
+    return de.generate_everyday(1500, seed=4, split="train")
+
+
+def _norm(text: str) -> str:
+    """Lower case, values masked, punctuation and apostrophes dropped: two phrasings equal here are the same."""
+    text = ALL_VALUES.sub(" vvv ", text.lower())
+    return " ".join(re.sub(r"[^a-z0-9 ]+", "", text).split())
+
+
+# --- generator ------------------------------------------------------------------------------------------------
+
+
+def test_everyday_generation_is_deterministic_per_seed():
+    a = de.generate_everyday(30, seed=2)
+    assert a == de.generate_everyday(30, seed=2) and a != de.generate_everyday(30, seed=3)
+
+
+def test_phrases_hold_no_pool_value():
+    """Every value in a dialogue is a fact value, so `contains_value` and the pseudo-value swap stay exact."""
+    assert [t for t in de.template_texts() if ALL_VALUES.search(t.replace("{", " {"))] == []
+    assert [q for q in ev.GREETINGS + ev.FILLERS + ev.GREETING_PREFIXES if ALL_VALUES.search(q)] == []
+
+
+def test_split_is_kept(everyday):
+    held = {v.lower() for p in dd.POOLS for v in dd.pool_values(p, "heldout")}
+    words = {w.lower() for d in everyday for t in d for w in re.findall(r"\w+", f"{t.query} {t.answer}")}
+    assert words.isdisjoint(held - {"a", "an"})
+    train = {v.lower() for p in dd.POOLS for v in dd.pool_values(p, "train")}
+    held_words = {
+        w.lower()
+        for d in de.generate_everyday(300, 1, "heldout")
+        for t in d
+        for w in re.findall(r"\w+", t.query)
+    }
+    assert held_words.isdisjoint(train)
+
+
+def test_asks_expect_the_latest_value_and_two_fact_tells_name_both(everyday):
+    kinds = set()
+    for d in everyday:
+        told: dict[str, tuple[int, str]] = {}
+        for i, t in enumerate(d):
+            if t.kind in (dd.TELL, dd.UPDATE):
+                keys = t.fact_key.split("+")
+                kinds.add("two" if len(keys) == 2 else t.kind)
+                for k in keys:
+                    values = [v for v in dd.POOLS[dd.FACT_POOL[k]] if dd.contains_value(t.query, v)]
+                    assert values, t
+                    # the acknowledgement repeats every told value (as typed, so any case)
+                    assert all(dd.contains_value(t.answer, v) for v in values), t
+                    told[k] = (i, next(v for v in values if k != "pet" or v in dd.PET_NAMES))
+            elif t.kind == dd.ASK:
+                key = "pet" if t.fact_key == "pet_kind" else t.fact_key
+                at, value = told[key]
+                assert t.asked_after == i - at
+                assert dd.contains_value(t.answer, t.value)
+                if t.fact_key != "pet_kind":
+                    assert t.value.lower() == value.lower()
+            elif t.kind == dd.SMALLTALK:
+                assert not ev.is_fact_sentence(t.answer), t
+    assert kinds == {dd.TELL, dd.UPDATE, "two"}
+
+
+def test_typing_noise_varies_case_punctuation_and_spelling_but_never_a_value(everyday):
+    queries = [t for d in everyday for t in d]
+    assert sum(t.query.islower() for t in queries) > 0.2 * len(queries)
+    assert sum(not t.query.rstrip().endswith((".", "!", "?")) for t in queries) > 0.2 * len(queries)
+    for t in queries:
+        if t.value and t.kind in (dd.TELL, dd.UPDATE):
+            assert dd.contains_value(t.query, t.value)
+    greetings = {_norm(t.query) for t in queries if t.kind == dd.SMALLTALK}
+    assert {"hi", "hello", "good morning", "hey", "how are you", "thanks"} <= greetings  # the issue's own
+
+
+def test_every_interaction_fits_the_training_width():
+    """train_demo.py --compile pads every interaction to --width 80; pseudo-values make them longer."""
+    import train_demo as td
+
+    tok, rng = td.Tok(td.DEFAULT_TOKENIZER), random.Random(0)
+    lengths = [
+        len(tok.interaction(t.query, t.answer, False)[0])
+        for d in de.generate_everyday(400, seed=9)
+        for t in td.with_pseudo_values(d, rng, 0.5)
+    ]
+    assert max(lengths) <= 76
+
+
+def test_pseudo_values_keep_the_case_the_user_typed():
+    import train_demo as td
+
+    name = dd.pool_values("names", "train")[0]
+    low = name.lower()
+    d = [
+        dd.Turn(f"my name's {low}", f"Nice to meet you, {low}!", dd.TELL, "name", None, low),
+        dd.Turn("WHO AM I", f"Your name is {name}.", dd.ASK, "name", 1, name),
+    ]
+    s = td.with_pseudo_values(d, random.Random(1), 0.5)
+    new = s[1].value
+    assert new.lower() != low and new[0].isupper()
+    assert s[0].query == f"my name's {new.lower()}" and s[0].answer == f"Nice to meet you, {new.lower()}!"
+    assert s[1].answer == f"Your name is {new}."
+    assert not td._VALUE_RE.search(" ".join(t.query + t.answer for t in s))
+
+
+def test_batches_mix_in_the_everyday_share():
+    import train_demo as td
+
+    data = td.DialogueBatches(td.DEFAULT_TOKENIZER, 10, 8, 0, 12, 0.0, 0.1, False, 0, everyday=0.5)
+    plain = td.DialogueBatches(td.DEFAULT_TOKENIZER, 10, 8, 0, 12, 0.0, 0.1, False, 0)
+    a, b = data[3][0], plain[3][0]
+    assert a[0].ids.shape[0] == b[0].ids.shape[0] == 8
+    assert not all(x.ids.shape == y.ids.shape and (x.ids == y.ids).all() for x, y in zip(a, b, strict=False))
+
+
+# --- the evaluation set -----------------------------------------------------------------------------------------
+
+
+def test_eval_queries_are_written_apart_from_the_generators():
+    """No evaluation query (lower case, no punctuation, values masked) is one the generators produce."""
+    produced = {_norm(t.query) for d in de.generate_everyday(4000, seed=0) for t in d}
+    produced |= {_norm(t.query) for d in dd.generate_dialogues(1500, seed=0) for t in d}
+    queries = {_norm(q) for d in ev.build() for q in d.queries}
+    assert len(queries) > 150
+    assert sorted(queries & produced) == []
+
+
+def test_eval_set_covers_every_category_and_delay_with_heldout_values():
+    dialogues = ev.build()
+    assert len(dialogues) >= 200
+    cells = {(d.category, d.delay) for d in dialogues}
+    assert cells == {(c, k) for c in ev.CATEGORIES for k in ev.DELAYS}
+    held = {v for p in dd.POOLS for v in dd.pool_values(p, "heldout")}
+    for d in dialogues:
+        for _kind, expected, forbidden in d.checks.values():
+            assert expected is None or expected in held
+            assert forbidden is None or forbidden in held
+
+
+@pytest.mark.parametrize(
+    "kind, expected, forbidden, answer, ok",
+    [
+        ("smalltalk", None, None, "Hello! How can I help?", True),
+        ("smalltalk", None, None, "You're welcome!", True),
+        ("smalltalk", None, None, "Your best friend is Doritom.", False),
+        ("smalltalk", None, None, "I don't know yet, you haven't told me.", False),
+        ("smalltalk", None, None, "Hepe welcome, Lisbon!", False),
+        ("recall", "Oscar", None, "Your name is oscar.", True),
+        ("recall", "Annie", "Oscar", "You are Annie, not Oscar.", False),
+        ("unknown", None, "Lisbon", "I don't know yet, you haven't told me.", True),
+        ("unknown", None, "Lisbon", "You live in Lisbon.", False),
+    ],
+)
+def test_judge(kind, expected, forbidden, answer, ok):
+    assert ev.judge(kind, expected, forbidden, answer)["ok"] is ok
+
+
+# --- the shipped model ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (INT8 / "manifest.json").exists(), reason="demo package not built")
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 19 is open: the shipped demo scores 15% on the everyday set (models/demo/README.md); strict, so "
+    "a model that meets the targets turns this into a failure until the mark is removed",
+)
+def test_shipped_int8_demo_on_an_everyday_subset():
+    """28 dialogues (one per category and delay) through the runtime, asserting issue 19's targets (90% overall,
+    no greeting answered with a fact sentence, never-told facts answered "I don't know") with a margin for the
+    smaller sample."""
+    from rxt_edge import RxTSession
+
+    with RxTSession.load(INT8, threads=1) as session:
+
+        def factory():
+            conv = session.conversation()
+            return lambda q: conv.say(q, max_new_tokens=40)
+
+        s = ev.summarise(ev.run(factory, ev.build(per_cell=1, seed=5)))
+    cats = s["categories"]
+    assert s["greetings_with_fact_sentence"] == 0.0, s
+    assert cats["never_told"]["all"] >= 0.75, s
+    assert s["overall"] >= 0.8, s
