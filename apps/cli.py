@@ -29,6 +29,11 @@ app = typer.Typer(
     rich_markup_mode=None,  # click's help: no metavar column, readable at 80 columns
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
+# the MODEL_DIR argument of the commands that default to the shipped demo (chat, info, serve)
+DemoOrPackage = Annotated[
+    Path | None,
+    typer.Argument(metavar="MODEL_DIR", help="Model package directory (default: the shipped demo model)."),
+]
 err = Console(stderr=True, soft_wrap=True)  # an error line wraps where the terminal does: paths stay whole
 # `rxt-edge quantize` choices, spelled here so `--help` lists them without importing onnx; tests/test_cli.py
 # checks them against rxt_edge.export.quantize.
@@ -112,9 +117,8 @@ def export(
     kv_cache: Annotated[
         str,
         typer.Option(
-            help="Decoder KV cache: static (one buffer per layer updated in place by GroupQueryAttention: "
-            "fastest, fixed shapes), dynamic (grows per step; for CUDA fp32 and other runtimes), or auto "
-            "(static where the model allows it)."
+            help="Decoder KV cache: static (updated in place by GroupQueryAttention; fastest), dynamic (for CUDA "
+            "fp32 and other runtimes), or auto (static where the model allows it)."
         ),
     ] = "auto",
 ) -> None:
@@ -214,12 +218,7 @@ def verify(
 
 @app.command(short_help="Chat with a model (default: the demo).")
 def chat(
-    model_dir: Annotated[
-        Path | None,
-        typer.Argument(
-            metavar="MODEL_DIR", help="Model package directory (default: the shipped demo model)."
-        ),
-    ] = None,
+    model_dir: DemoOrPackage = None,
     provider: Annotated[str, typer.Option(help="Execution provider: cpu, cuda or dml.")] = "cpu",
     threads: Annotated[
         int | None, typer.Option(min=1, help="CPU threads per graph (default: ORT's).")
@@ -297,12 +296,7 @@ def chat(
 
 @app.command(short_help="Show what a model package is.")
 def info(
-    model_dir: Annotated[
-        Path | None,
-        typer.Argument(
-            metavar="MODEL_DIR", help="Model package directory (default: the shipped demo model)."
-        ),
-    ] = None,
+    model_dir: DemoOrPackage = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the facts as JSON.")] = False,
 ) -> None:
     """What a model package is: dims, per-turn limits, files and sizes, quantization, tokenizer, provenance."""
@@ -517,12 +511,7 @@ def _check_quantize_options(
 
 @app.command(short_help="Serve a model over an OpenAI-compatible HTTP API (stateful).")
 def serve(
-    model_dir: Annotated[
-        Path | None,
-        typer.Argument(
-            metavar="MODEL_DIR", help="Model package directory (default: the shipped demo model)."
-        ),
-    ] = None,
+    model_dir: DemoOrPackage = None,
     host: Annotated[
         str, typer.Option(help="Address to bind (loopback unless you mean otherwise).")
     ] = "127.0.0.1",

@@ -109,19 +109,10 @@ def routed_experts_dense(x, logits, w1, b1, w2, b2, top_k: int, activation: str,
     return torch.einsum("ne,end->nd", route, every)
 
 
-@torch.library.custom_op("rxt_edge::routed_experts", mutates_args=())
-def _routed_experts_op(
-    x: torch.Tensor,
-    logits: torch.Tensor,
-    w1: torch.Tensor,
-    b1: torch.Tensor | None,
-    w2: torch.Tensor,
-    b2: torch.Tensor | None,
-    top_k: int,
-    activation: str,
-    gated: bool,
-) -> torch.Tensor:
-    return routed_experts_sparse(x, logits, w1, b1, w2, b2, top_k, activation, gated)
+# The sparse path as an opaque custom op for `torch.export` (its output is a new tensor: nothing aliases)
+_routed_experts_op = torch.library.custom_op("rxt_edge::routed_experts", mutates_args=())(
+    routed_experts_sparse
+)
 
 
 @_routed_experts_op.register_fake

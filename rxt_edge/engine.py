@@ -45,6 +45,10 @@ class SessionClosedError(RuntimeError):
     """The session (its engine) was closed: no turn or memory write can run on it any more."""
 
 
+class CudaGraphUnavailableError(providers.ProviderUnavailableError):
+    """onnxruntime refused to capture the decoder as a CUDA graph (a node it placed off the GPU)."""
+
+
 class GraphSet:
     """One InferenceSession per graph, checked against the manifest's declared I/O."""
 
@@ -73,6 +77,10 @@ class GraphSet:
                     str(package.graph_path(name)), opts, providers=plist, provider_options=graph_popts
                 )
             except Exception as e:  # onnxruntime raises its own exception types
+                if cuda_graph and name == contract.DECODER and "graph capture" in str(e):
+                    raise CudaGraphUnavailableError(
+                        f"graphs.{name}: onnxruntime cannot capture {file} as a CUDA graph: {e}"
+                    ) from e
                 if type(e).__name__ in _GRAPH_ERRORS:
                     raise ManifestError(f"graphs.{name}: onnxruntime cannot load {file}: {e}") from e
                 raise providers.ProviderUnavailableError(
@@ -223,10 +231,8 @@ class Engine:
         self.cuda_graph = _use_cuda_graph(cuda_graph, provider, self.kv_cache)
         try:
             self.graphs = GraphSet(package, provider, threads, self.cuda_graph)
-        except (
-            ManifestError
-        ) as e:  # capture refused (a node off the GPU): asked for -> error, auto -> without
-            if cuda_graph is not None or not self.cuda_graph or "graph capture" not in str(e):
+        except CudaGraphUnavailableError:  # asked for: the error stands; by default: load without capture
+            if cuda_graph is not None:
                 raise
             self.cuda_graph = False
             self.graphs = GraphSet(package, provider, threads, False)
