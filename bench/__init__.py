@@ -3,6 +3,8 @@
 Modules, by job:
 - `options`: what a bench run is asked to do (`BenchOptions`, defaults scaled to the request);
 - `machine`: the machine probe (CPU, cores, load, memory bandwidth, RSS, bytes read per token);
+- `active_weights`: weight bytes one decode step reads (routed experts at their top-k share);
+  `floor_ratio`: decode ms/token against that bandwidth floor, per thread count;
 - `child`: the torch-free onnxruntime measurements, each in a fresh child process;
 - `baseline`: the stateless decoder-only baseline (export with torch, run without);
 - `eager`: PyTorch eager references (our torch model, rxlm's cached decode);

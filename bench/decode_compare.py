@@ -12,6 +12,7 @@ every round. `--reference` adds PyTorch eager rxlm (fp32) on the same provider (
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -191,7 +192,7 @@ def markdown_table(report: dict[str, Any]) -> str:
         f"{report['versions']['onnxruntime_genai']}, same-dims Llama from its builder.\n"
     )
     cols = ["preset", "precision", "rxt-edge", "onnxruntime-genai", "rxt-edge / genai", "TTFT rxt-edge (ms)",
-            "TTFT genai (ms)"] + (["PyTorch eager rxlm (fp32)"] if st["reference"] else [])  # fmt: skip
+            "TTFT genai (ms)"] + (["PyTorch eager rxlm fp32 (x rxt-edge)"] if st["reference"] else [])  # fmt: skip
     out = [head, "| " + " | ".join(cols) + " |", "|---|---|" + "---:|" * (len(cols) - 2)]
     for cell in report["cells"]:
         s = cell["summary"]
@@ -206,9 +207,10 @@ def markdown_table(report: dict[str, Any]) -> str:
             _span(rx.get("prompt_ms_rounds", []), ".1f"),
             _span(ge.get("prompt_ms_rounds", []), ".1f"),
         ]  # fmt: skip
-        if st["reference"]:
-            r = ref.get(cell["config"]) if cell["precision"] == "fp32" else None
-            row.append(f"{r['decode_ms_per_token']:.2f}" if r else "")
+        if st["reference"]:  # the same fp32 eager figure on every row, with how many times slower it is
+            r, ours = ref.get(cell["config"]), rx.get("decode_ms_per_token_rounds", [])
+            eager = r and r.get("decode_ms_per_token")
+            row.append(f"{eager:.2f} ({eager / statistics.median(ours):.0f}x)" if eager and ours else "")
         out.append("| " + " | ".join(row) + " |")
     out += [f"\nNote: {n}" for n in report["notes"]]
     return "\n".join(out) + "\n"

@@ -108,36 +108,19 @@ def measure_bandwidth(threads: int, mib: int = 1024, repeats: int = 5) -> dict[s
 
 
 def decoder_bytes_per_token(package_dir: Path) -> dict[str, Any]:
-    """Bytes of weights the decoder graph reads per generated token: every initializer in its stored dtype,
-    except embedding tables (initializers read only by Gather), of which one row is read. Needs `onnx`."""
-    import onnx
-
+    """Bytes of weights the decoder graph reads per generated token (bench/active_weights.py: embedding rows,
+    the top-k share of routed experts, everything else whole), with its parts, and the STM K/V bytes a step
+    reads beside them. Needs `onnx`."""
     from rxt_edge.manifest import load_manifest
 
+    from .active_weights import decoder_file_weight_bytes
+
     manifest = load_manifest(package_dir)
-    path = Path(package_dir) / manifest.graphs["decoder"].file
-    model = onnx.load(str(path), load_external_data=False)
-    consumers: dict[str, list[str]] = {}
-    for node in model.graph.node:
-        for i, name in enumerate(node.input):
-            consumers.setdefault(name, []).append(
-                node.op_type if (node.op_type != "Gather" or i == 0) else "x"
-            )
-    total = embed = 0
-    for init in model.graph.initializer:
-        item = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
-        dims = list(init.dims)
-        numel = int(np.prod(dims)) if dims else 1
-        ops = consumers.get(init.name, [])
-        if ops and all(op == "Gather" for op in ops) and len(dims) == 2:
-            embed += numel * item
-            total += dims[1] * item
-        else:
-            total += numel * item
+    weights = decoder_file_weight_bytes(Path(package_dir) / manifest.graphs["decoder"].file)
     d = manifest.model
-    fbytes = 2 if manifest.graphs["decoder"].inputs[1].dtype == "float16" else 4
+    fbytes = 2 if any(i.dtype == "float16" for i in manifest.graphs["decoder"].inputs) else 4
     stm_kv = 2 * d.memory_layers * d.cross_kv_heads * d.stm_slots * d.head_dim * fbytes
-    return {"weights": total, "embedding_tables": embed, "stm_kv": stm_kv, "dtype_bytes": fbytes}
+    return {**weights, "stm_kv": stm_kv, "dtype_bytes": fbytes}
 
 
 def peak_rss_mb() -> float | None:

@@ -170,4 +170,8 @@ def _cached_attention_gqa(
 
 
 def translation_table() -> dict:
-    return {_cached_attention_op._opoverload: _cached_attention_gqa}
+    """The static-cache decoder's custom ops: this self-attention and its memory cross-attention
+    (export/memory_attention.py), both exported only with that variant."""
+    from .memory_attention import translation_table as memory_table
+
+    return {_cached_attention_op._opoverload: _cached_attention_gqa, **memory_table()}

@@ -15,6 +15,10 @@ memory K/V graph twice): three small matrix products per layer, each a kernel ca
 activation quantization. Their weights are concatenated into one initializer ([K, Nq + Nk + Nv]) and a Split
 hands each consumer its columns: one larger product, the same numbers. Quantizers see one ordinary MatMul
 with a constant weight.
+
+Grouped memory cross-attention -> no regrouping. The fused memory cross-attention (export/memory_attention.py)
+reorders its query heads around `MultiHeadAttention`; `fold_memory_head_groups` moves that order into the query
+and output projections' weights (a column / row permutation), leaving one Reshape on each side.
 """
 
 from __future__ import annotations
@@ -100,9 +104,14 @@ def fuse_rope(model: ir.Model) -> int:
     return fused
 
 
-def _constant_weight(node: ir.Node) -> np.ndarray | None:
-    """The 2-D constant right operand of a plain MatMul, or None."""
-    if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx") or len(node.inputs) != 2:
+def _constant_weight(node: ir.Node | None) -> np.ndarray | None:
+    """The 2-D constant right operand (used only there) of a plain MatMul, or None."""
+    if (
+        node is None
+        or node.op_type != "MatMul"
+        or node.domain not in ("", "ai.onnx")
+        or len(node.inputs) != 2
+    ):
         return None
     weight = node.inputs[1]
     if weight is None or weight.const_value is None or len(weight.uses()) != 1:
@@ -302,3 +311,104 @@ def pack_attention_qkv(model: ir.Model) -> int:
             model.graph.initializers.pop(sizes.name)
         packed += 1
     return packed
+
+
+# --- grouped memory cross-attention: head order folded into the projections ------------------------------------
+def _single_producer(value: ir.Value | None, op_type: str) -> ir.Node | None:
+    node = value.producer() if value is not None else None
+    return node if node is not None and node.op_type == op_type and len(value.uses()) == 1 else None
+
+
+def _regrouping(value: ir.Value) -> tuple[ir.Node, ir.Node, ir.Node] | None:
+    """`Reshape(Transpose(Reshape(x, 5-D), perm=[0, 1, 3, 2, 4]), 3-D)` ending in `value`: its three nodes."""
+    outer = _single_producer(value, "Reshape")
+    swap = _single_producer(outer.inputs[0], "Transpose") if outer is not None else None
+    if swap is None or list(swap.attributes.get_ints("perm", [])) != [0, 1, 3, 2, 4]:
+        return None
+    inner = _single_producer(swap.inputs[0], "Reshape")
+    return (inner, swap, outer) if inner is not None else None
+
+
+def _regrouped_output(value: ir.Value) -> tuple[ir.Node, ir.Node, ir.Node] | None:
+    """`Reshape(Transpose(Reshape(value, 5-D), perm=[0, 1, 3, 2, 4]), 3-D)` read only by a constant-weight
+    MatMul: its three nodes."""
+    nodes, perm = [], [0, 1, 3, 2, 4]
+    for op_type in ("Reshape", "Transpose", "Reshape"):
+        uses = value.uses()
+        node = uses[0].node if len(uses) == 1 else None
+        if node is None or node.op_type != op_type or uses[0].idx != 0:
+            return None
+        if op_type == "Transpose" and list(node.attributes.get_ints("perm", [])) != perm:
+            return None
+        nodes.append(node)
+        value = node.outputs[0]
+    uses = value.uses()
+    if len(uses) != 1 or uses[0].idx != 0 or _constant_weight(uses[0].node) is None:
+        return None
+    return nodes[0], nodes[1], nodes[2]
+
+
+def _replace_weight(graph: ir.Graph, node: ir.Node, array: np.ndarray) -> None:
+    old = node.inputs[1]
+    new = ir.Value(name=f"{old.name}_grouped", const_value=ir.tensor(array, name=f"{old.name}_grouped"))
+    graph.register_initializer(new)
+    node.replace_input_with(1, new)
+    graph.initializers.pop(old.name, None)
+
+
+def fold_memory_head_groups(model: ir.Model) -> int:
+    """Drop the query/output regrouping around each `MultiHeadAttention` of the memory cross-attention
+    (export/memory_attention.py) by ordering the heads in the projections' weights instead.
+
+    The op folds query head h = kv * G + g into row g of K/V head kv, which costs a Reshape/Transpose/Reshape
+    on each side. Written in head order (g, kv) by the query projection (its output columns permuted) and read
+    in that order by the output projection (its input rows permuted), the query is already [B, T * G, Hkv * hd]
+    after one free Reshape. RoPE between projection and attention rotates every head by the same angles, so the
+    head order does not change it. Folded only where the query comes from a constant-weight MatMul through
+    RotaryEmbedding and Reshapes, and the output goes straight into a constant-weight MatMul (no gate).
+    Returns how many were folded."""
+    graph, folded = model.graph, 0
+    for mha in list(graph):
+        if mha.op_type != "MultiHeadAttention" or mha.domain != MS_DOMAIN:
+            continue
+        q_side, out_side = _regrouping(mha.inputs[0]), _regrouped_output(mha.outputs[0])
+        if q_side is None or out_side is None:
+            continue
+        last = out_side[2]
+        out_proj = last.outputs[0].uses()[0].node
+        source = q_side[0].inputs[0]  # back over Reshapes (read only here) to the rotated projection
+        while len(source.uses()) == 1 and _single_producer(source, "Reshape") is not None:
+            source = source.producer().inputs[0]
+        rope = _single_producer(source, "RotaryEmbedding")
+        if rope is None or rope.inputs[0] is None:
+            continue
+        q_proj = rope.inputs[0].producer()
+        q_weight = _constant_weight(q_proj) if len(rope.inputs[0].uses()) == 1 else None
+        shape = q_side[0].inputs[1].const_value if q_side[0].inputs[1] is not None else None
+        if q_weight is None or shape is None:
+            continue
+        _, _, kv_heads, groups, head_dim = shape.numpy().tolist()
+        order = np.arange(kv_heads * groups * head_dim).reshape(kv_heads, groups, head_dim)
+        order = order.transpose(1, 0, 2).reshape(-1)  # new column (g, kv, d) <- old column (kv, g, d)
+        _replace_weight(graph, q_proj, q_weight[:, order])
+        _replace_weight(graph, out_proj, _constant_weight(out_proj)[order, :])
+        q_side[2].replace_input_with(0, source)  # [B, T, (g, kv, d)] -> [B, T * G, (kv, d)]: one Reshape
+        last.replace_input_with(0, mha.outputs[0])
+        for node in (*reversed(out_side[:2]), *reversed(q_side[:2])):
+            graph.remove(node, safe=True)
+        folded += 1
+    _drop_dead_reshapes(graph)
+    return folded
+
+
+def _drop_dead_reshapes(graph: ir.Graph) -> None:
+    """Reshapes (and their shape-building nodes) left without users by a fold."""
+    changed = True
+    while changed:
+        changed = False
+        for node in reversed(list(graph)):
+            if node.op_type in ("Reshape", "Concat", "Shape", "Gather", "Unsqueeze") and not any(
+                out.uses() or out.is_graph_output() for out in node.outputs
+            ):
+                graph.remove(node, safe=True)
+                changed = True

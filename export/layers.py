@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Activation, AttentionConfig, FeedForwardConfig, NormKind
-from .moe import expert_mlp, routed_experts
+from .moe import routed_experts
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -138,27 +138,32 @@ class Attention(nn.Module):
         gate_input: torch.Tensor,
     ) -> torch.Tensor:
         """q [B, T, Hq, hd]; k, v [B, Hkv, S, hd]; bias additive: causal [T, S] or padding [B, 1, 1, S]."""
-        b, t, hq, hd = q.shape
-        hkv = self.cfg.kv_heads
-        if hq < hkv:  # reverse SQA: tile the whole query-head block up to the K/V head count
-            q = q.repeat(1, 1, hkv // hq, 1)
-        groups = q.shape[2] // hkv
-        # Query heads h = kv * groups + g share K/V head kv: fold the group into the query rows, so one
-        # matrix product per K/V head reads K and V once for all its G query heads (no K/V repeat).
-        qg = q.reshape(b, t, hkv, groups, hd).permute(0, 2, 3, 1, 4).reshape(b, hkv, groups * t, hd)
-        scores = torch.matmul(qg, k.transpose(-1, -2)) * (1.0 / math.sqrt(hd))  # [B, Hkv, G*T, S]
-        if bias is not None:  # a causal [T, S] bias gets one copy per query head of the group (rows are g, t)
-            scores = scores + (bias.repeat(groups, 1) if bias.dim() == 2 else bias)
-        probs = torch.softmax(scores.to(compute_dtype(q.dtype)), dim=-1).to(q.dtype)
-        out = torch.matmul(probs, v).reshape(b, hkv, groups, t, hd)  # [B, Hkv, G, T, hd]
-        out = out.permute(0, 3, 1, 2, 4).reshape(b, t, hkv * groups * hd)
-        return self.project_out(out, gate_input)
+        return self.project_out(mix_heads(q, k, v, bias), gate_input)
 
     def project_out(self, out: torch.Tensor, gate_input: torch.Tensor) -> torch.Tensor:
         """Heads' output [B, T, out_heads * hd] -> [B, T, D]: the gate (gated attention), then out_proj."""
         if self.gate_proj is not None:
             out = out * activation(self.cfg.gate_activation)(self.gate_proj(gate_input))
         return self.out_proj(out)
+
+
+def mix_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Scaled dot-product attention of q [B, T, Hq, hd] over k, v [B, Hkv, S, hd] -> [B, T, Hq' * hd] (Hq' =
+    max(Hq, Hkv)); query head h reads K/V head h // (Hq / Hkv). bias additive: causal [T, S] or [B, 1, 1, S]."""
+    b, t, hq, hd = q.shape
+    hkv = k.shape[1]
+    if hq < hkv:  # reverse SQA: tile the whole query-head block up to the K/V head count
+        q = q.repeat(1, 1, hkv // hq, 1)
+    groups = q.shape[2] // hkv
+    # Query heads h = kv * groups + g share K/V head kv: fold the group into the query rows, so one
+    # matrix product per K/V head reads K and V once for all its G query heads (no K/V repeat).
+    qg = q.reshape(b, t, hkv, groups, hd).permute(0, 2, 3, 1, 4).reshape(b, hkv, groups * t, hd)
+    scores = torch.matmul(qg, k.transpose(-1, -2)) * (1.0 / math.sqrt(hd))  # [B, Hkv, G*T, S]
+    if bias is not None:  # a causal [T, S] bias gets one copy per query head of the group (rows are g, t)
+        scores = scores + (bias.repeat(groups, 1) if bias.dim() == 2 else bias)
+    probs = torch.softmax(scores.to(compute_dtype(q.dtype)), dim=-1).to(q.dtype)
+    out = torch.matmul(probs, v).reshape(b, hkv, groups, t, hd)  # [B, Hkv, G, T, hd]
+    return out.permute(0, 3, 1, 2, 4).reshape(b, t, hkv * groups * hd)
 
 
 def heads_first(x: torch.Tensor) -> torch.Tensor:  # [B, S, H, hd] -> [B, H, S, hd]
@@ -193,6 +198,8 @@ class MoEFeedForward(nn.Module):
     """Top-k routed experts plus optional shared experts.
 
     Only the routed experts of each token are computed, eagerly and in the exported graphs (export/moe.py).
+    Several shared experts go through the same op with k = their number and their gate's softmax as weights
+    (one more MoE node in the graph, which quantizes like the routed one).
     """
 
     def __init__(self, cfg: FeedForwardConfig, dim: int):
@@ -240,18 +247,19 @@ class MoEFeedForward(nn.Module):
         if cfg.num_shared_experts > 0:
             if self.shared is not None:
                 shared = self.shared(x)
-            else:
-                per = expert_mlp(
+            else:  # every shared expert, weighted by the softmax of its gate: k = all, no renormalisation
+                shared = routed_experts(
                     x,
+                    self.shared_gate(x),
                     self.shared_w1,
                     self.shared_b1,
                     self.shared_w2,
                     self.shared_b2,
+                    cfg.num_shared_experts,
                     cfg.activation,
                     cfg.gated,
+                    normalize=False,
                 )
-                weights = torch.softmax(self.shared_gate(x).to(compute_dtype(x.dtype)), dim=-1).to(x.dtype)
-                shared = torch.einsum("ns,snd->nd", weights, per)
             if self.shared_global_bias is not None:
                 shared = shared + self.shared_global_bias
             if cfg.weighted_shared:

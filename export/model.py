@@ -29,6 +29,8 @@ from .layers import (
     rope_tables,
 )
 from .memory import MemoryAttention
+from .memory_attention import memory_attention
+from .memory_attention import supports as memory_attention_fuses
 
 
 class Block(nn.Module):
@@ -80,13 +82,19 @@ class Block(nn.Module):
             cfg.q_heads, cfg.kv_heads,
         )  # fmt: skip
         x = x + attn.project_out(out, h)
-        return self._memory_and_ffn(x, cos, sin, mem_k, mem_v), cache_k, cache_v
+        return self._memory_and_ffn(x, cos, sin, mem_k, mem_v, fused=True), cache_k, cache_v
 
-    def _memory_and_ffn(self, x, cos, sin, mem_k, mem_v):
+    def _memory_and_ffn(self, x, cos, sin, mem_k, mem_v, fused: bool = False):
+        """fused: the memory cross-attention as one op (export/memory_attention.py; static decoder only)."""
         if self.cross_attn is not None:
             h = self.norm_cross(x)
-            q = apply_rope(self.cross_attn.queries(h), cos, sin)  # RoPE on queries only, never on STM keys
-            x = x + self.cross_attn.attend(q, mem_k, mem_v, None, h)
+            cross, cfg = self.cross_attn, self.cross_attn.cfg
+            q = apply_rope(cross.queries(h), cos, sin)  # RoPE on queries only, never on STM keys
+            if fused and memory_attention_fuses(cfg.q_heads, cfg.kv_heads):
+                out = memory_attention(q.flatten(2), mem_k, mem_v, cfg.q_heads)
+                x = x + cross.project_out(out, h)
+            else:
+                x = x + cross.attend(q, mem_k, mem_v, None, h)
         return x + self.ffn(self.norm_ffn(x))
 
 

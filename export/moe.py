@@ -20,6 +20,11 @@ initializers after export, so the saved graph holds each expert weight once, in 
 
 The `+1e-9` of the renormalisation is left out by the contrib op: the sum of the top-k probabilities is at
 least k/E, so the difference is below 1e-9 * E/k relative (4e-8 at 384 experts, top-10): under float32 rounding.
+
+A layer's several shared experts (rxlm: every one on every token, weighted by a softmax over a small gate's
+logits, no renormalisation) are the same computation with k = E and `normalize=False`: the contrib op's
+`normalize_routing_weights=0` takes the top-k softmax probabilities as they are, and with k = E those are all of
+them. So they export as a second `MoE` node (and quantize as `QMoE`), not as stacked fp32 MatMuls.
 """
 
 from __future__ import annotations
@@ -45,11 +50,12 @@ def _act(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     return activation(name)
 
 
-def routing(logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits [N, E] -> (weights [N, k] in >= float32, expert ids [N, k]): softmax, top-k, renormalised."""
+def routing(logits: torch.Tensor, top_k: int, normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [N, E] -> (weights [N, k] in >= float32, expert ids [N, k]): softmax, top-k, renormalised
+    (normalize=False: the softmax probabilities themselves, what shared experts take with k = E)."""
     probs = torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
     top_w, top_i = probs.topk(top_k, dim=-1)
-    return top_w / (top_w.sum(-1, keepdim=True) + 1e-9), top_i
+    return (top_w / (top_w.sum(-1, keepdim=True) + 1e-9) if normalize else top_w), top_i
 
 
 def expert_mlp(x, w1, b1, w2, b2, activation: str, gated: bool) -> torch.Tensor:
@@ -77,9 +83,10 @@ def routed_experts_sparse(
     top_k: int,
     activation: str,
     gated: bool,
+    normalize: bool = True,
 ) -> torch.Tensor:
     """x [N, D], logits [N, E] -> [N, D]: each expert that received tokens runs once, on those tokens only."""
-    top_w, top_i = routing(logits, top_k)
+    top_w, top_i = routing(logits, top_k, normalize)
     out = torch.zeros(x.shape, dtype=top_w.dtype, device=x.device)
     order = top_i.flatten().argsort(stable=True)  # routes grouped by expert, tokens in order within each
     experts, counts = torch.unique_consecutive(top_i.flatten()[order], return_counts=True)
@@ -101,9 +108,11 @@ def routed_experts_sparse(
     return out.to(x.dtype)
 
 
-def routed_experts_dense(x, logits, w1, b1, w2, b2, top_k: int, activation: str, gated: bool):
+def routed_experts_dense(
+    x, logits, w1, b1, w2, b2, top_k: int, activation: str, gated: bool, normalize: bool = True
+):
     """The same result with static shapes: every expert on every token, combined with the sparse weights."""
-    top_w, top_i = routing(logits, top_k)
+    top_w, top_i = routing(logits, top_k, normalize)
     route = torch.zeros_like(logits, dtype=top_w.dtype).scatter(1, top_i, top_w).to(x.dtype)  # [N, E]
     every = expert_mlp(x.unsqueeze(0), w1, b1, w2, b2, activation, gated)  # [E, N, D]
     return torch.einsum("ne,end->nd", route, every)
@@ -116,7 +125,7 @@ _routed_experts_op = torch.library.custom_op("rxt_edge::routed_experts", mutates
 
 
 @_routed_experts_op.register_fake
-def _(x, logits, w1, b1, w2, b2, top_k, activation, gated):
+def _(x, logits, w1, b1, w2, b2, top_k, activation, gated, normalize=True):
     return torch.empty_like(x)
 
 
@@ -130,16 +139,21 @@ def routed_experts(
     top_k: int,
     activation: str,
     gated: bool,
+    normalize: bool = True,
 ) -> torch.Tensor:
     """Sum over the top-k routed experts of x [N, D] with router logits [N, E]: [N, D] in x's dtype.
 
+    normalize=False with top_k = E is a layer's several shared experts: every one on every token, weighted by
+    the softmax of their gate logits (rxlm's learned mean), through the same op as the routed experts.
+
     Eagerly: plain torch, which autograd follows. Under `torch.export`: inside `contrib_export()` one opaque node
     that its translation table turns into the contrib op, otherwise the static standard-op formulation."""
+    args = (x, logits, w1, b1, w2, b2, top_k, activation, gated, normalize)
     if not torch.compiler.is_exporting():
-        return routed_experts_sparse(x, logits, w1, b1, w2, b2, top_k, activation, gated)
+        return routed_experts_sparse(*args)
     if _CONTRIB.get() and contrib_activation(activation, gated) is not None:
-        return _routed_experts_op(x, logits, w1, b1, w2, b2, top_k, activation, gated)
-    return routed_experts_dense(x, logits, w1, b1, w2, b2, top_k, activation, gated)
+        return _routed_experts_op(*args)
+    return routed_experts_dense(*args)
 
 
 def contrib_activation(activation: str, gated: bool) -> str | None:

@@ -63,12 +63,16 @@ def _gate_first_rows(w, axis: int, perm: list[int], flat: list[int]):
     return op.Reshape(op.Transpose(swapped, perm=perm), op.Constant(value_ints=flat))
 
 
-def _routed_experts_moe(x, logits, w1, b1, w2, b2, top_k: int, activation: str, gated: bool):
-    """x [N, D], logits [N, E], w1 [E, D, H'], w2 [E, H, D] -> com.microsoft.MoE (fc1 [E, H', D], fc2 [E, D, H])."""
+def _routed_experts_moe(
+    x, logits, w1, b1, w2, b2, top_k: int, activation: str, gated: bool, normalize: bool = True
+):
+    """x [N, D], logits [N, E], w1 [E, D, H'], w2 [E, H, D] -> com.microsoft.MoE (fc1 [E, H', D], fc2 [E, D, H]).
+
+    normalize_routing_weights=0 keeps the top-k softmax probabilities as they are (shared experts, k = E)."""
     act = contrib_activation(activation, gated)
     if act is None:  # routed_experts only emits the op for activations the contrib op has
         raise ValueError(f"the contrib MoE op cannot compute {'gated ' if gated else ''}{activation} experts")
-    attrs = {"k": top_k, "activation_type": act, "normalize_routing_weights": 1}
+    attrs = {"k": top_k, "activation_type": act, "normalize_routing_weights": int(normalize)}
     if gated:
         # [E, D, 2H] -> [E, D, 2, H] -> gate half first -> [E, H, 2, D] -> [E, 2H, D]: row 2i gate, 2i+1 linear
         halves = op.Reshape(w1, op.Constant(value_ints=[0, 0, 2, -1]))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from rxt_edge import contract
 from rxt_edge.manifest import Manifest, ManifestError
@@ -25,6 +26,7 @@ from rxt_edge.package_writer import PackageWriteError, PackageWriter
 from . import cached_attention
 from .checkpoints import SourceInfo
 from .graph_fusions import (
+    fold_memory_head_groups,
     fuse_rope,
     fuse_shared_input_matmuls,
     fuse_skip_rms_norm,
@@ -98,9 +100,12 @@ def export_graph(
     if fuse:
         fold_expert_layouts(program.model)
         fuse_rope(program.model)
+        fold_memory_head_groups(program.model)
         fuse_shared_input_matmuls(program.model)
         pack_attention_qkv(program.model)
         fuse_skip_rms_norm(program.model)
+        # what the fusions left unread (onnxruntime would warn about every such initializer at each load)
+        RemoveUnusedNodesPass()(program.model)
     program.save(str(path), external_data=n_bytes > EXTERNAL_DATA_BYTES)
 
 

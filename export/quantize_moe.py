@@ -21,8 +21,9 @@ QMoE has no dynamic per-channel mode) as 8-bit blocks, the `int4*` schemes as 4-
 (a separate fc3, a non-interleaved SwiGLU, an activation the exporter does not emit, weights that are not
 constants or not fp32, 4-bit rows of odd length) stays fp32 and is listed with its reason in the record that
 `quantize_experts` returns (the package's `quantization.experts`, shown by the quality report). So are the
-MatMuls over stacked expert weights, which no quantizer here takes: a layer's shared experts when it has
-several (RxT-Beta's 2; exported as one batched MatMul, not through the MoE op) and the dense-dispatch form.
+MatMuls over stacked expert weights, which no quantizer here takes: the dense-dispatch form (`--no-fuse`, or
+an activation the MoE op lacks). A layer's several shared experts (RxT-Beta's 2) are a MoE node of their own
+(k = their number, `normalize_routing_weights=0`) and become QMoE like the routed one.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ BLOCK_SIZES = (32, 16)  # preferred first; the kernel allows powers of two >= 16
 ACCURACY_LEVEL = 4  # int8 activations in the block-wise kernels (8-bit blocks use them at every level)
 _ACTIVATIONS = {"relu", "silu", "identity", "swiglu"}  # what export/moe_onnx.py emits
 STACKED_NOTE = (
-    "stacked experts (a MatMul over [E, K, N] weights: several shared experts, or routed experts exported "
-    "with --no-fuse / an activation the MoE op lacks) have no quantized kernel here"
+    "stacked experts (a MatMul over [E, K, N] weights: routed or shared experts exported with --no-fuse or "
+    "with an activation the MoE op lacks) have no quantized kernel here"
 )
 _CHUNK = 32  # experts quantized at a time: bounds the temporaries at Beta shapes (~40 MB per chunk)
 
@@ -123,9 +124,8 @@ def _unsupported(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto], bits:
 
 
 def _stacked_expert_matmuls(model: onnx.ModelProto, inits: dict[str, onnx.TensorProto]) -> list[str]:
-    """MatMul nodes with a constant 3-D float weight, which the 2-D quantizers skip: several shared experts
-    (exported as one batched MatMul), or routed experts in the static formulation. Named so that the record
-    says they stayed fp32."""
+    """MatMul nodes with a constant 3-D float weight, which the 2-D quantizers skip: routed or shared experts
+    in the static formulation. Named so that the record says they stayed fp32."""
     found = []
     for n in model.graph.node:
         if n.op_type == "MatMul" and n.domain in ("", "ai.onnx"):

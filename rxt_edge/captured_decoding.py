@@ -77,7 +77,6 @@ class CapturedDecodeSlot(DecodeSlot):
         self._ids[0, :n] = prompt
         self.cache.bind(self._binding, 0, n)
         self._binding.bind_input("input_ids", "cpu", 0, np.int64, [1, n], self._ids.ctypes.data)
-        self._binding.bind_input(contract.SEQLENS, "cpu", 0, np.int32, [1], self.cache.seqlens.ctypes.data)
         with self._graphs.lock(contract.DECODER):
             self._graphs.run(contract.DECODER, self._binding, self._uncaptured)
             logits = self._fetch_logits()
@@ -88,7 +87,7 @@ class CapturedDecodeSlot(DecodeSlot):
         return logits
 
     def step(self, token: int) -> np.ndarray:
-        self.cache.bind(self._binding, self.position, 1)  # bounds check, seqlens = position
+        self.cache.advance(self.position, 1)  # bounds check, seqlens = position (copied to the device below)
         self._step_ids[0, 0] = token
         with self._graphs.lock(contract.DECODER):  # no other GPU work between the copies and the replay
             self._ids_dev.update_inplace(self._step_ids)

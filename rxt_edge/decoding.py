@@ -66,9 +66,9 @@ class StaticKVCache:
 
     def __init__(self, buf: DeviceBuffers, layers: int, max_len: int, kv_heads: int, head_dim: int):
         self.max_len = max_len
-        shape = (1, kv_heads, max_len, head_dim)  # batch 1
-        self.keys = [buf.empty(shape) for _ in range(layers)]
-        self.values = [buf.empty(shape) for _ in range(layers)]
+        shape = (1, kv_heads, max_len, head_dim)  # batch 1; zeros: rows past the length are read (masked)
+        self.keys = [buf.zeros(shape) for _ in range(layers)]
+        self.values = [buf.zeros(shape) for _ in range(layers)]
         self.seqlens = np.zeros(1, dtype=np.int32)  # the graph's seqlens_k: cached tokens after a run - 1
 
     def bind_outputs(self, binding: ort.IOBinding) -> None:
@@ -80,12 +80,18 @@ class StaticKVCache:
         for i, (k, v) in enumerate(zip(self.keys, self.values, strict=True)):
             binding.bind_ortvalue_input(contract.past_key(i), k)
             binding.bind_ortvalue_input(contract.past_value(i), v)
-        binding.bind_input(contract.SEQLENS, "cpu", 0, np.int32, [1], self.seqlens.ctypes.data)
 
-    def bind(self, binding: ort.IOBinding, past: int, n: int) -> None:
+    def advance(self, past: int, n: int) -> None:
+        """Check the bounds and set `seqlens` for a run of n tokens after `past` cached ones."""
         if past + n > self.max_len:
             raise ValueError(f"KV cache overflow: {past} + {n} positions > max_seq_len {self.max_len}")
-        self.seqlens[0] = past + n - 1  # read by the next run: the binding holds the array's address
+        self.seqlens[0] = past + n - 1
+
+    def bind(self, binding: ort.IOBinding, past: int, n: int) -> None:
+        """`advance`, then bind `seqlens` again: a host input that a device kernel reads is copied to the device
+        when it is bound, not when the graph runs (a binding made once would feed the CUDA EP a stale length)."""
+        self.advance(past, n)
+        binding.bind_input(contract.SEQLENS, "cpu", 0, np.int32, [1], self.seqlens.ctypes.data)
 
 
 class DecodeSlot:

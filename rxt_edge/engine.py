@@ -172,6 +172,12 @@ class DeviceBuffers:
             return ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, self.dtype))
         return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), self.dtype, self.device, self.device_id)
 
+    def zeros(self, shape: tuple[int, ...]) -> ort.OrtValue:
+        """A zero-filled buffer on the device. For memory a kernel reads before anything is written there: fused
+        attention multiplies the masked cache rows by probability 0, and 0 x NaN left by an earlier allocation
+        in fresh CUDA memory is NaN (seen on an H200: every fp16 static-cache logit NaN)."""
+        return self.from_numpy(np.zeros(shape, self.dtype))
+
     def from_numpy(self, array: np.ndarray) -> ort.OrtValue:
         return ort.OrtValue.ortvalue_from_numpy(
             np.ascontiguousarray(array, self.dtype), self.device, self.device_id

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# torch single-threaded in this process and in the subprocesses the tests start (set before torch is imported,
+# so its OpenMP pool is never two threads wide): the test models are tiny, and a second OpenMP thread only waits
+# for a core that onnxruntime's spinning threads (or another process) hold. On a 2-core machine that made the
+# torch references of verify 5-10x slower. onnxruntime has its own thread pools and does not read this.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +69,23 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
         return done[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def cli_unfused_export(tiny_package: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`rxt-edge export CKPT -o PKG --no-fuse` run in this process on a copy of tiny_package's checkpoint whose
+    model card declares a licence: one export (~40 s) for test_graph_fusions (the unfused graphs it compares
+    the fused ones with) and test_cli (what the CLI prints). Returns (click Result, package directory)."""
+    import shutil
+
+    from rxt_edge.apps.cli import app
+    from typer.testing import CliRunner
+
+    root = tmp_path_factory.mktemp("cli_unfused")
+    checkpoint = root / "checkpoint"
+    shutil.copytree(tiny_package.parent / "checkpoint", checkpoint)
+    (checkpoint / "README.md").write_text("---\nlicense: other\nlicense_name: raml-1.0\n---\n")
+    package = root / "package"
+    args = ["export", str(checkpoint), "-o", str(package), "--no-fuse"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    return result, package

@@ -291,13 +291,13 @@ def test_declared_licence(tmp_path):
 
 
 @pytest.mark.slow
-def test_export_prints_the_checkpoints_licence(tiny_package, tmp_path):
-    checkpoint = tmp_path / "checkpoint"
-    shutil.copytree(tiny_package.parent / "checkpoint", checkpoint)  # the fixture's source checkpoint
-    (checkpoint / "README.md").write_text("---\nlicense: other\nlicense_name: raml-1.0\n---\n")
-    out = rxt("export", str(checkpoint), "-o", str(tmp_path / "pkg"), columns=200)
+def test_export_prints_the_checkpoints_licence(cli_unfused_export):
+    """A checkpoint whose model card declares a licence, exported by `rxt-edge export` (the session's shared
+    --no-fuse export in conftest.py, whose checkpoint carries that README.md)."""
+    out, package = cli_unfused_export
     assert out.exit_code == 0, out.stderr
     assert "licence: the checkpoint declares raml-1.0 (README.md)" in out.stderr
+    assert (package / "manifest.json").is_file()
 
 
 # ------------------------------------------------------------------------------------ the wheel

@@ -103,6 +103,47 @@ def test_tiny_training_run_writes_a_checkpoint_the_exporter_loads(tmp_path):
     assert re.search(r"\d", (out / "config.json").read_text())
 
 
+def test_a_turn_longer_than_the_width_cuts_its_conversation_there():
+    """--compile pads every interaction to --width: a longer one (rare: stand-ins in a long everyday message)
+    ends its conversation instead of stopping the run with a ValueError."""
+    data = td.DialogueBatches(TOKENIZER, 10, 4, 0, 12, 0.0, 0.1, False, 24)
+    data.tok = td.Tok(TOKENIZER)
+    short = dd.Turn("Hi!", "Hello! How can I help?", dd.SMALLTALK)
+    long = dd.Turn(
+        "I live in Lisbon, and my best friend is Oscar, and I love soup. " * 2, "Nice!", dd.SMALLTALK
+    )
+    seqs = [data._interaction(t) for t in (short, short, long, short)]
+    assert [len(s[0]) <= 24 for s in seqs] == [True, True, False, True]
+    assert data._fitting(seqs) == seqs[:2]
+    first = data._fitting(seqs[2:])
+    assert len(first) == 1 and len(first[0][0]) <= 24  # nothing fits: one small-talk turn stands in
+    data.width = 0
+    assert data._fitting(seqs) == seqs  # no fixed width, nothing to cut
+
+
+def test_everyday_batches_with_stand_ins_collate_at_the_device_width():
+    """The device recipe's data (65% everyday, stand-ins, value weight) at --width 80, the longest curriculum."""
+    data = td.DialogueBatches(
+        TOKENIZER, 10, 32, 23, 12, 0.0, 0.1, True, 80, pseudo=0.8, value_weight=8, letters=0.5, everyday=0.65
+    )
+    for k in (0, 7):
+        turns, count, _ = data[k]
+        assert turns[0].ids.shape == (32, 80) and count > 0
+
+
+def test_a_deadline_stops_training_and_still_writes_the_checkpoint(tmp_path, capsys):
+    """--deadline: training stops --reserve seconds before it, the checkpoint is written before the final
+    evaluation (device_train.sh relies on it), which is cut down when little time is left."""
+    out = tmp_path / "ckpt"
+    argv = ["--device", "cpu", "--tiny", "--steps", "500", "--batch", "2", "--eval-n", "1", "--final-n", "1"]
+    argv += ["--eval-procs", "1", "--workers", "0", "--deadline", "1", "--reserve", "1", "--out", str(out)]
+    assert td.main(argv) == 0
+    log = capsys.readouterr().out
+    assert log.index("wrote ") < log.index("final held-out evaluation") and "deadline near" in log
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps_done"] == 1 and metrics["reload_check"]
+
+
 @pytest.mark.slow
 def test_two_processes_under_torchrun_train_one_model(tmp_path):
     """torchrun with 2 CPU processes (gloo): gradients averaged, both stop after the same step, rank 0 writes."""

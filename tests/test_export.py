@@ -1,6 +1,6 @@
 """`rxt-edge export` / `rxt-edge verify` (issue 3): exported packages compute what their checkpoints compute.
 
-- several random-weight configurations (native and rxlm-saved checkpoints) export, and verify passes over 5 turns;
+- several random-weight configurations (native and rxlm-saved checkpoints) export, and verify passes over 3-5 turns;
 - the graphs: full onnx check, no control flow in the decoder, I/O exactly the contract, and they run at the sizes
   the exporter could have frozen (seq=1, past_seq=0);
 - failures (bad checkpoint, unwritable output, unsupported option, existing output) say what is wrong and leave no
@@ -34,19 +34,24 @@ slow = pytest.mark.slow
 FAST_CASES = ["moe_stateless_revsqa", "simple", "rxlm_alpha_sqa_moe"]
 SLOW_CASES = ["self", "interlayer", "self_interlayer_fp16", "rxlm_beta_like", "rxlm_comp_self"]
 ALL_CASES = FAST_CASES + [pytest.param(n, marks=slow) for n in SLOW_CASES]
+# verify over 5 turns where drift over turns is what could fail (fp16; the static-cache rxlm MoE), over 3 turns
+# elsewhere (each turn is the same check; 3 turns already give turns that start from an updated STM twice).
+# test_cli_verify_json verifies moe_stateless_revsqa over 5 turns too.
+FIVE_TURNS = {"rxlm_alpha_sqa_moe", "self_interlayer_fp16"}
 
 
 # --- export + verify ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ALL_CASES)
-def test_export_then_verify_passes_over_five_turns(exported, name):
+def test_export_then_verify_passes_over_turns(exported, name):
     e = exported(name)
-    report = verify_package(e.package, e.model, turns=5)
+    turns = 5 if name in FIVE_TURNS else 3
+    report = verify_package(e.package, e.model, turns=turns)
     assert report.passed, report.failures
     assert report.precision == e.case.precision
     assert report.tolerances == TOLERANCES[e.case.precision]
-    assert [t.turn for t in report.turns] == [1, 2, 3, 4, 5]
+    assert [t.turn for t in report.turns] == list(range(1, turns + 1))
     answers = [t.torch_answer for t in report.turns]
     # the comparison is not trivial: answers are long, varied, and differ between turns
     assert sum(len(a) for a in answers) >= 40

@@ -36,14 +36,11 @@ def _pair_swap_matmuls(path: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def unfused_package(tiny_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from rxt_edge.export.checkpoints import load_checkpoint
-    from rxt_edge.export.onnx_export import export_package
-
-    model, source = load_checkpoint(tiny_package.parent / "checkpoint")
-    out = tmp_path_factory.mktemp("unfused") / "package"
-    export_package(model, source, out, fuse=False)
-    return out
+def unfused_package(cli_unfused_export) -> Path:
+    """tiny_package's checkpoint exported with --no-fuse (through the CLI: the export test_cli also reads)."""
+    result, package = cli_unfused_export
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return package
 
 
 def test_every_rope_is_fused(tiny_package: Path, unfused_package: Path) -> None:

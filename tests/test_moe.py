@@ -59,6 +59,28 @@ def test_sparse_equals_dense_dispatch_in_fp64(kw, tokens):
         )
 
 
+@pytest.mark.parametrize("gated", [True, False])
+def test_shared_experts_are_weighted_by_their_gate_softmax_in_fp64(gated):
+    """rxlm's several shared experts: all of them on every token, weights softmax(gate logits) as they are
+    (no renormalisation, no +1e-9): what k = E with normalize=False computes, eager and dense dispatch alike."""
+    kw = dict(top_k=4, num_shared_experts=3, expert_bias="off", shared_bias="local", gated=gated)
+    layer = _layer(13, **kw).double()
+    x = torch.randn(7, DIM, dtype=torch.float64, generator=torch.Generator().manual_seed(14))
+    with torch.no_grad():
+        logits = layer.shared_gate(x) * 4  # far from uniform: a renormalisation or a missing softmax shows
+        weights = torch.softmax(logits, dim=-1)
+        per = [
+            moe.expert_mlp(x, layer.shared_w1[s], layer.shared_b1[s], layer.shared_w2[s], layer.shared_b2[s],
+                           layer.cfg.activation, gated)
+            for s in range(3)
+        ]  # fmt: skip
+        expected = sum(weights[:, s : s + 1] * per[s] for s in range(3))
+        args = (x, logits, layer.shared_w1, layer.shared_b1, layer.shared_w2, layer.shared_b2, 3)
+        args += (layer.cfg.activation, gated, False)
+        for fn in (moe.routed_experts_sparse, moe.routed_experts_dense):
+            torch.testing.assert_close(fn(*args), expected, rtol=0, atol=1e-12)
+
+
 def test_eager_reads_only_the_selected_experts():
     layer = _layer(3, **CASES[0])
     x = torch.randn(1, 5, DIM, generator=torch.Generator().manual_seed(4))
@@ -102,6 +124,7 @@ def test_exported_graph_is_sparse_and_equals_torch(kw, tmp_path):
     layer = _layer(5, **kw)
     ops, session = _export(layer, True, tmp_path / "moe.onnx")
     assert ("com.microsoft", "MoE") in ops
+    _assert_shared_experts_in_the_op(tmp_path / "moe.onnx", layer.cfg.top_k, layer.cfg.num_shared_experts)
     routed_bytes = (layer.w1.numel() + layer.w2.numel()) * 4
     assert sum(p.stat().st_size for p in tmp_path.iterdir()) < 1.5 * routed_bytes  # no second copy
     gen = torch.Generator().manual_seed(6)
@@ -118,6 +141,22 @@ def test_exported_graph_is_sparse_and_equals_torch(kw, tmp_path):
     _, session = _export(layer, True, tmp_path / "poisoned.onnx")
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+
+
+def _assert_shared_experts_in_the_op(path, top_k: int, shared: int) -> None:
+    """Several shared experts are a MoE node of their own (k = their number, weights not renormalised); no
+    MatMul over stacked [E, K, N] expert weights is left for the quantizers to skip."""
+    import onnx
+    from onnx import helper
+
+    graph = onnx.load(str(path)).graph
+    stacked = {t.name for t in graph.initializer if len(t.dims) == 3}
+    assert not [n for n in graph.node if n.op_type == "MatMul" and stacked & set(n.input)]
+    nodes = [
+        {a.name: helper.get_attribute_value(a) for a in n.attribute} for n in graph.node if n.op_type == "MoE"
+    ]
+    want = [(top_k, 1)] + ([(shared, 0)] if shared > 1 else [])  # (k, normalize_routing_weights)
+    assert sorted((a["k"], a["normalize_routing_weights"]) for a in nodes) == sorted(want)
 
 
 def test_standard_onnx_export_has_no_contrib_op_and_equals_torch(tmp_path):

@@ -100,6 +100,7 @@ def test_conversation_in_a_venv_without_torch(exported, tmp_path):
             "pip",
             "install",
             "--disable-pip-version-check",
+            "--no-compile",  # no .pyc for numpy, onnxruntime & co: seconds of CI, nothing this test checks
             "--retries",
             "1",
             "--timeout",

@@ -27,18 +27,28 @@ from test_moe import CASES, DIM, _export, _layer
 BOUNDS = {8: (0.03, 0.04), 4: (0.03, 0.25)}
 
 
-def _qmoe(graph: onnx.ModelProto) -> onnx.NodeProto:
-    (node,) = [n for n in graph.graph.node if n.op_type == "QMoE"]
+def _qmoe(graph: onnx.ModelProto, k: int) -> onnx.NodeProto:
+    """The QMoE node choosing k experts (the routed experts' top-k, or the number of shared experts)."""
+    (node,) = [
+        n
+        for n in graph.graph.node
+        if n.op_type == "QMoE" and next(a.i for a in n.attribute if a.name == "k") == k
+    ]
     return node
 
 
-def _dequantized_canonical(graph: onnx.ModelProto, gated: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The QMoE node's weights as the canonical w1 [E, D, H'] (linear half first) and w2 [E, H, D]."""
-    node = _qmoe(graph)
+def _dequantized_canonical(graph: onnx.ModelProto, k: int, gated: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weights of the QMoE node choosing k experts as the canonical w1 [E, D, H'] (linear half first) and
+    w2 [E, H, D]."""
+    node = _qmoe(graph, k)
     inits = {t.name: numpy_helper.to_array(t) for t in graph.graph.initializer}
     bits = next(a.i for a in node.attribute if a.name == "expert_weight_bits")
-    fc1 = block_dequantize(inits[node.input[2]], inits[node.input[3]], bits)  # [E, H', D]
-    fc2 = block_dequantize(inits[node.input[5]], inits[node.input[6]], bits)  # [E, D, H]
+
+    def weights(i: int) -> np.ndarray:  # scales [E, N, K / block], or [E, N]: one per row (block 0)
+        q = inits[node.input[i]]
+        return block_dequantize(q, inits[node.input[i + 1]].reshape(*q.shape[:2], -1), bits)
+
+    fc1, fc2 = weights(2), weights(5)  # [E, H', D], [E, D, H]
     if gated:  # rows interleaved gate, linear, gate, ... -> [linear | gate]
         fc1 = np.concatenate([fc1[:, 1::2], fc1[:, 0::2]], axis=1)
     return torch.from_numpy(fc1.transpose(0, 2, 1).copy()), torch.from_numpy(fc2.transpose(0, 2, 1).copy())
@@ -68,23 +78,29 @@ def test_qmoe_computes_our_moe_up_to_quantization(
     kw = CASES[case]
     layer, path = exported_layer(case)
     graph = onnx.load(str(path))
-    (moe,) = [n for n in graph.graph.node if n.op_type == "MoE"]
-    fp32_weights = {moe.input[2], moe.input[4]}
+    moes = [n for n in graph.graph.node if n.op_type == "MoE"]
+    fp32_weights = {n.input[i] for n in moes for i in (2, 4)}
     record = quantize_experts(graph, f"int{bits}-block")
-    assert record["qmoe_nodes"] == 1 and record["bits"] == bits
-    # several shared experts are one batched MatMul each for fc1 and fc2: named as kept fp32
-    stacked = 2 if kw.get("num_shared_experts", 0) > 1 else 0
-    assert list(record["kept_fp32"].values()) == [STACKED_NOTE] * stacked
+    # several shared experts are a MoE node of their own: quantized too, nothing kept fp32
+    shared = kw.get("num_shared_experts", 0) > 1
+    assert record["qmoe_nodes"] == 1 + shared and record["bits"] == bits
+    assert record["kept_fp32"] == {}
     assert not [n for n in graph.graph.node if n.op_type == "MoE"]
     assert not fp32_weights & {t.name for t in graph.graph.initializer}  # stored once, quantized
     onnx.save(graph, str(tmp_path / "q.onnx"))
     session = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
 
-    w1, w2 = _dequantized_canonical(graph, kw.get("gated", True))
+    gated = kw.get("gated", True)
     deq = _layer(11 + case, **kw)
     with torch.no_grad():
-        deq.w1.copy_(w1)
-        deq.w2.copy_(w2)
+        for w, k, prefix in [
+            (deq.w1, kw["top_k"], ""),
+            (deq.shared_w1, kw.get("num_shared_experts"), "shared_"),
+        ]:
+            if w is not None:
+                w1, w2 = _dequantized_canonical(graph, k, gated)
+                getattr(deq, f"{prefix}w1").copy_(w1)
+                getattr(deq, f"{prefix}w2").copy_(w2)
     gen = torch.Generator().manual_seed(12)
     for shape in [(1, 1), (2, 3), (1, 40)]:
         x = torch.randn(*shape, DIM, generator=gen)
@@ -95,6 +111,14 @@ def test_qmoe_computes_our_moe_up_to_quantization(
         to_deq, to_fp32 = BOUNDS[bits]
         assert np.abs(got - near).max() <= to_deq * scale
         assert np.abs(got - exact).max() <= to_fp32 * scale
+
+
+def test_stacked_experts_of_the_standard_export_are_named_as_kept_fp32(tmp_path: Path) -> None:
+    """--no-fuse: routed and shared experts are MatMuls over [E, K, N] weights, which stay fp32 and say so."""
+    _export(_layer(11, **CASES[0]), False, tmp_path / "moe.onnx")
+    record = quantize_experts(onnx.load(str(tmp_path / "moe.onnx")), "int8-block")
+    assert record["qmoe_nodes"] == 0
+    assert list(record["kept_fp32"].values()) == [STACKED_NOTE] * 4  # fc1 and fc2, routed and shared
 
 
 def test_block_quantize_matches_onnxruntime_quantizer() -> None:

@@ -170,3 +170,37 @@ def test_static_cache_refusals(tiny_package):
         resolve_kv_cache(gqa, "paged")
     with pytest.raises(ValueError, match="CUDA graphs need the cuda provider"):
         RxTSession.load(tiny_package, cuda_graph=True)
+
+
+class _CopyAtBindBinding:
+    """Records each input as onnxruntime's IOBinding does for a device session: a host input is copied when it
+    is bound, so what a run sees is the value at the last bind, not at run time."""
+
+    def __init__(self):
+        self.seen: dict[str, np.ndarray] = {}
+
+    def bind_input(self, name, device, device_id, dtype, shape, address):
+        count = int(np.prod(shape))
+        buffer = (np.ctypeslib.as_array((np.ctypeslib.ctypes.c_char * (count * np.dtype(dtype).itemsize))
+                                        .from_address(address)))  # fmt: skip
+        self.seen[name] = np.frombuffer(buffer.tobytes(), dtype=dtype).reshape(shape)
+
+    def bind_ortvalue_input(self, name, value):
+        self.seen[name] = value
+
+
+def test_every_static_run_rebinds_its_length():
+    """The CUDA EP reads `seqlens_k` from the device copy made at bind time: a length bound once per turn would
+    stay at the prompt's (seen on an H200 as fp16 answers unlike the captured graph's)."""
+    from rxt_edge import contract
+    from rxt_edge.decoding import StaticKVCache
+    from rxt_edge.engine import DeviceBuffers
+
+    cache = StaticKVCache(DeviceBuffers("cpu", 0, np.float32), layers=2, max_len=16, kv_heads=2, head_dim=4)
+    binding = _CopyAtBindBinding()
+    cache.bind_inputs(binding)
+    for past, n in [(0, 5), (5, 1), (6, 1), (7, 1)]:
+        cache.bind(binding, past, n)
+        assert binding.seen[contract.SEQLENS].tolist() == [past + n - 1]
+    with pytest.raises(ValueError, match="KV cache overflow"):
+        cache.bind(binding, 15, 2)

@@ -419,6 +419,12 @@ class DialogueBatches(torch.utils.data.Dataset):
             return self._interaction(turn, False)
         return seq
 
+    def _fitting(self, seq: list[tuple]) -> list[tuple]:
+        """The conversation up to its first interaction longer than the fixed --width (rare with stand-ins):
+        a long turn must not stop a training run, and cutting the tail keeps every question's fact before it."""
+        cut = next((i for i, s in enumerate(seq) if self.width and len(s[0]) > self.width), len(seq))
+        return seq[:cut] or [self._interaction(dd.Turn("Hi!", "Hello! How can I help?", dd.SMALLTALK), False)]
+
     def __getitem__(self, k: int) -> tuple[list[TurnBatch], float, torch.Tensor]:
         if self.tok is None:
             self.tok = Tok(self.tok_path)
@@ -437,7 +443,7 @@ class DialogueBatches(torch.utils.data.Dataset):
                 with_pseudo_values(d, rng, self.letters) if rng.random() < self.pseudo else d
                 for d in dialogues
             ]
-        seqs = [[self._interaction(t) for t in d] for d in dialogues]
+        seqs = [self._fitting([self._interaction(t) for t in d]) for d in dialogues]
         turns = collate_turns(seqs, tok.pad, [tok.bos, tok.q, tok.a, tok.eos], self.width)
         p_leak = max(0.0, 1.0 - k / (self.leak * self.steps)) if self.leak > 0 else 0.0
         leak = torch.rand(self.batch, generator=torch.Generator().manual_seed(data_seed)) < p_leak
@@ -719,6 +725,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--max-minutes", type=float, default=0.0, help="safety stop for training (wall clock); 0 = off"
     )
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=0.0,
+        help="seconds (from start) by which the whole run must be done: training stops --reserve seconds "
+        "before, the checkpoint is written at once, the final evaluation shrinks when time is short (0 = off)",
+    )
+    p.add_argument("--reserve", type=float, default=45.0, help="seconds kept after training with --deadline")
     return p.parse_args(argv)
 
 
@@ -885,6 +899,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         timeout = bool(args.max_minutes and (time.perf_counter() - t_start) / 60 > args.max_minutes)
         timeout |= bool(args.stop_after and steps_done >= args.stop_after)
+        timeout |= bool(args.deadline and time.perf_counter() - t_start > args.deadline - args.reserve)
         if world > 1:  # rank 0's clock decides, so every rank stops after the same step
             flag = torch.tensor([float(timeout)], device=device)
             torch.distributed.broadcast(flag, 0)
@@ -929,18 +944,29 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
+    # The checkpoint first: a run against a deadline keeps its weights even if the evaluation is cut short.
+    out = args.out
+    net.commit_stm()
+    save_native(model, out)
+    shutil.copyfile(args.tokenizer, out / "tokenizer.model")
+    print(f"wrote {out}/config.json, model.safetensors, tokenizer.model", flush=True)
+
     # Final evaluation: a larger held-out probe set through TorchConversation (eager, CPU, batch 1).
     te = time.perf_counter()
-    final_probes = probe_sets(args.final_n, args.eval_seed + 1)
+    final_n = args.final_n
+    if args.deadline and args.deadline - (te - t_start) < args.reserve / 2:
+        # little time left: a smaller final set, still through both paths
+        final_n = min(final_n, max(4, final_n // 4))
+        print(f"deadline near: final evaluation on {final_n} probes per delay", flush=True)
+    final_probes = probe_sets(final_n, args.eval_seed + 1)
     batched, res_batched = evaluate_batched(net, tok, final_probes, device)
-    net.commit_stm()
     net.cpu()
     eager = {k: eager_answers(model, args.tokenizer, v, args.eval_procs) for k, v in final_probes.items()}
     res = score(final_probes, eager)
     n_all = sum(len(v) for v in eager.values())
     agree = sum(a == b for k in eager for a, b in zip(eager[k], batched[k], strict=True)) / n_all
     eval_s = time.perf_counter() - te
-    print(f"\nfinal held-out evaluation, TorchConversation (greedy, CPU), {args.final_n} probes per delay:")
+    print(f"\nfinal held-out evaluation, TorchConversation (greedy, CPU), {final_n} probes per delay:")
     print(format_table(res))
     print(
         f"(the batched {device} decoder gives the same answer for {agree:.1%} of probes; eval took {eval_s:.1f} s)"
@@ -951,9 +977,6 @@ def main(argv: list[str] | None = None) -> int:
     for ex in shown:
         print(f"  d{ex['delay']} Q: {ex['q']!r} expected {ex['expected']!r} -> {ex['answer']!r}")
 
-    out = args.out
-    save_native(model, out)
-    shutil.copyfile(args.tokenizer, out / "tokenizer.model")
     metrics = {
         "command": " ".join(
             (["torchrun", f"--nproc-per-node {world}"] if world > 1 else ["python"])
@@ -971,7 +994,7 @@ def main(argv: list[str] | None = None) -> int:
         "final_eval": {
             "path": "TorchConversation, greedy, CPU",
             "split": "heldout",
-            "probes_per_delay": args.final_n,
+            "probes_per_delay": final_n,
             "eval_seed": args.eval_seed + 1,
             "results": res,
         },
@@ -988,8 +1011,7 @@ def main(argv: list[str] | None = None) -> int:
         print("WARNING: the reloaded checkpoint answers differently from the trained model", flush=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(
-        f"wrote {out}/config.json, model.safetensors, tokenizer.model, metrics.json "
-        f"(total {metrics['total_seconds']} s)",
+        f"metrics in {out}/metrics.json (total {metrics['total_seconds']} s)",
         flush=True,
     )
     return 0
