@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from rxt_edge.runtimes.operators import MS_DOMAIN
 
-MS_DOMAIN = "com.microsoft"
 _HALF_BYTE = {onnx.TensorProto.INT4, onnx.TensorProto.UINT4}
 _ROPE_INPUTS = (7, 8)  # GroupQueryAttention's cos_cache, sin_cache: [max_seq_len, head_dim / 2]
 

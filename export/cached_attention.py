@@ -25,8 +25,7 @@ import torch
 from onnx.defs import OpSchema
 from onnxscript import opset18 as op
 from onnxscript.values import Op, Opset
-
-MS_DOMAIN = "com.microsoft"
+from rxt_edge.runtimes.operators import MS_DOMAIN
 
 
 def supports(q_heads: int, kv_heads: int, head_dim: int) -> bool:
@@ -170,8 +169,4 @@ def _cached_attention_gqa(
 
 
 def translation_table() -> dict:
-    """The static-cache decoder's custom ops: this self-attention and its memory cross-attention
-    (export/memory_attention.py), both exported only with that variant."""
-    from .memory_attention import translation_table as memory_table
-
-    return {_cached_attention_op._opoverload: _cached_attention_gqa, **memory_table()}
+    return {_cached_attention_op._opoverload: _cached_attention_gqa}

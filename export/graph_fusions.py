@@ -28,8 +28,7 @@ from collections import defaultdict
 import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern, rewrite
-
-MS_DOMAIN = "com.microsoft"
+from rxt_edge.runtimes.operators import MS_DOMAIN
 
 
 def _rope_target(op, x, r, cos, sin):

@@ -73,8 +73,7 @@ def rope_angles(
     angle repeated for its interleaved pair (x[2i], x[2i+1]).
 
     Angles are formed in float32 (the reference's cached table), cos/sin taken in the compute dtype of `dtype`."""
-    freqs = positions.float()[:, None] * rope_inv_freq(head_dim, base, positions.device)[None, :]
-    freqs = freqs.to(compute_dtype(dtype)).repeat_interleave(2, dim=-1)
+    freqs = _rope_freqs(positions, head_dim, base, dtype).repeat_interleave(2, dim=-1)
     return freqs.cos()[:, None, :], freqs.sin()[:, None, :]
 
 
@@ -83,10 +82,14 @@ def rope_tables(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin [max_len, hd/2] (one angle per interleaved pair) in `dtype`: the tables GroupQueryAttention rotates
     with. The angles are `rope_angles`' (float32), so both decoder variants rotate by the same numbers."""
-    positions = torch.arange(max_len, device=device)
-    freqs = positions.float()[:, None] * rope_inv_freq(head_dim, base, device)[None, :]
-    freqs = freqs.to(compute_dtype(dtype))
+    freqs = _rope_freqs(torch.arange(max_len, device=device), head_dim, base, dtype)
     return freqs.cos().to(dtype), freqs.sin().to(dtype)
+
+
+def _rope_freqs(positions: torch.Tensor, head_dim: int, base: float, dtype: torch.dtype) -> torch.Tensor:
+    """Angles [T, hd/2] of positions [T]: formed in float32, then in the compute dtype of `dtype`."""
+    freqs = positions.float()[:, None] * rope_inv_freq(head_dim, base, positions.device)[None, :]
+    return freqs.to(compute_dtype(dtype))
 
 
 def _pair_swap(head_dim: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

@@ -27,10 +27,9 @@ import torch
 from onnx.defs import OpSchema
 from onnxscript import opset18 as op
 from onnxscript.values import Op, Opset
+from rxt_edge.runtimes.operators import MS_DOMAIN
 
 from .layers import mix_heads
-
-MS_DOMAIN = "com.microsoft"
 
 
 def supports(q_heads: int, kv_heads: int) -> bool:

@@ -14,10 +14,9 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 from onnxscript import opset18 as op
 from onnxscript.optimizer import fold_constants
 from onnxscript.values import Op, Opset
+from rxt_edge.runtimes.operators import MS_DOMAIN
 
 from .moe import _routed_experts_op, contrib_activation
-
-MS_DOMAIN = "com.microsoft"
 
 
 def _moe_schema() -> OpSchema:

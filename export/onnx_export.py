@@ -23,7 +23,7 @@ from rxt_edge import contract
 from rxt_edge.manifest import Manifest, ManifestError
 from rxt_edge.package_writer import PackageWriteError, PackageWriter
 
-from . import cached_attention
+from . import cached_attention, memory_attention
 from .checkpoints import SourceInfo
 from .graph_fusions import (
     fold_memory_head_groups,
@@ -92,7 +92,11 @@ def export_graph(
             input_names=[s.name for s in ins],
             output_names=[s.name for s in outs],
             opset_version=opset,
-            custom_translation_table={**(moe_table or {}), **cached_attention.translation_table()},
+            custom_translation_table={
+                **(moe_table or {}),
+                **cached_attention.translation_table(),
+                **memory_attention.translation_table(),
+            },
             dynamo=True,
             optimize=True,
             verbose=False,

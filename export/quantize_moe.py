@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+from rxt_edge.runtimes.operators import MS_DOMAIN
 
-MS_DOMAIN = "com.microsoft"
 BLOCK_SIZES = (32, 16)  # preferred first; the kernel allows powers of two >= 16
 ACCURACY_LEVEL = 4  # int8 activations in the block-wise kernels (8-bit blocks use them at every level)
 _ACTIVATIONS = {"relu", "silu", "identity", "swiglu"}  # what export/moe_onnx.py emits

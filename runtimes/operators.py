@@ -22,6 +22,7 @@ import onnxruntime as ort
 from .providers import ProviderUnavailableError
 
 DEFAULT_DOMAINS = ("", "ai.onnx")  # one domain, two spellings
+MS_DOMAIN = "com.microsoft"  # onnxruntime's contrib operators (GroupQueryAttention, MoE, MatMulNBits, ...)
 
 
 class OperatorUnavailableError(ProviderUnavailableError):

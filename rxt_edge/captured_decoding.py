@@ -7,7 +7,7 @@ the shapes are fixed; this slot fixes the addresses:
 
 - the token id and `seqlens_k` live in device buffers owned by the slot, written before each replay (a host
   array bound instead would be copied at capture time only and never refreshed on replay);
-- the logits land in a device buffer the slot copies to the host after each run;
+- the logits land in a device buffer copied to the host after each run (one copy, a new array);
 - the memory cross-attention K/V are the slot's own: at the start of a turn the memory_kv graph projects the
   conversation's current STM into them (one run per turn), so a graph captured in one conversation stays
   valid for the next one.
@@ -98,5 +98,6 @@ class CapturedDecodeSlot(DecodeSlot):
         return logits
 
     def _fetch_logits(self) -> np.ndarray:
-        self._logits[...] = self._logits_dev.numpy()
-        return self._logits[0]
+        return self._logits_dev.numpy()[
+            0
+        ]  # the device-to-host copy is a new array: no second copy into _logits

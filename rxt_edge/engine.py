@@ -143,7 +143,10 @@ class GraphSet:
 def _check_decoder_runs_on(package: ModelPackage, provider: str) -> None:
     """onnxruntime's CUDA GroupQueryAttention is float16/bfloat16 only: a float32 static-cache decoder would
     run its attention on the CPU, copying the cache both ways every step. Refused, with what to do instead."""
-    if provider == "cuda" and package.manifest.graphs[contract.DECODER].kv_cache == "static":
+    if (
+        providers.canonical_name(provider) == "cuda"
+        and package.manifest.graphs[contract.DECODER].kv_cache == "static"
+    ):
         if package.float_dtype == np.float32:
             raise providers.ProviderUnavailableError(
                 f"{package.directory}: a float32 decoder with the static KV cache cannot run on CUDA "
