@@ -345,10 +345,9 @@ def bench(
     quantize: Annotated[
         str,
         typer.Option(
-            help="Quantized rows: `rxt-edge quantize` schemes, comma-separated "
-            "(e.g. int8-dynamic,int4-block), or none."
+            help="Quantized rows: `rxt-edge quantize` schemes, comma-separated (e.g. int8,int4), or none."
         ),
-    ] = "int8-dynamic",
+    ] = "int8",
     quant_preset: Annotated[
         Literal[(*QUANT_PRESETS, "auto")],
         typer.Option(

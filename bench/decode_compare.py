@@ -12,10 +12,13 @@ every round. `--reference` adds PyTorch eager rxlm (fp32) on the same provider (
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -241,7 +244,8 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         cells, models = _cells(args, workdir, notes)
-        _time_rounds(cells, args.rounds, notes)
+        with pinned(args.pin):  # builds above use every core; the timed children only the pinned ones
+            _time_rounds(cells, args.rounds, notes)
         if args.reference:
             report["reference"] = _reference(models, notes)
     finally:
@@ -273,7 +277,49 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--reference", action="store_true", help="add PyTorch eager rxlm (fp32) on the provider")
     p.add_argument("--json-out", type=Path, default=None, help="write every round's figures here")
+    p.add_argument(
+        "--pin",
+        type=parse_cpus,
+        default=None,
+        help="run both engines' timed processes on these CPUs only, e.g. 3 or 2-3 (Linux); on a many-core "
+        "host where a process lands moves its figures by up to 2x",
+    )
     return p
+
+
+def parse_cpus(spec: str) -> list[int]:
+    """'3', '2-3' or '1,4-5' -> sorted CPU numbers."""
+    cpus: set[int] = set()
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.strip().partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"CPU list like 3, 2-3 or 1,4-5 expected, got {spec!r}") from None
+    if not cpus or min(cpus) < 0:
+        raise argparse.ArgumentTypeError(f"CPU list like 3, 2-3 or 1,4-5 expected, got {spec!r}")
+    return sorted(cpus)
+
+
+@contextlib.contextmanager
+def pinned(cpus: list[int] | None) -> Iterator[None]:
+    """This process, and the children it starts meanwhile (they inherit it), on `cpus` only; restored after.
+
+    On the lent 16-core host the same engine, unpinned, gave 3.0 or 7.4 ms/token from one process to the next
+    (where it landed: its core's caches, its memory's node), enough to flip a comparison."""
+    if not cpus:
+        yield
+        return
+    if not hasattr(os, "sched_setaffinity"):
+        raise BenchError("--pin needs os.sched_setaffinity (Linux)")
+    before = os.sched_getaffinity(0)
+    if not set(cpus) <= before:
+        raise BenchError(f"--pin {cpus}: this process may run on CPUs {sorted(before)} only")
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,8 @@ import numpy as np
 SCHEMA = "rxt-edge-bench/1"
 FIRST_PLAIN_ID = 16  # query ids are drawn above the special-token range
 WARMUP_TURN = 1_000_000  # query index of warm-up turns (never a measured turn's)
-DEFAULT_QUANT_SCHEME = "int8-dynamic"
+# MatMulNBits 8-bit: `rxt-edge quantize`'s default, genai's int8 layout (docs/quantization.md)
+DEFAULT_QUANT_SCHEME = "int8"
 DEFAULT_UPDATE_TURNS = 16  # per typing delay, when --turns allows
 DEFAULT_SPEED_TURNS = 8  # per package row, when --turns allows
 

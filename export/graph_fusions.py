@@ -180,11 +180,37 @@ def _only_user(value: ir.Value, op_type: str) -> ir.Node | None:
 
 
 def _rms_norm_of(total: ir.Value) -> tuple[ir.Node, float, ir.Value, list[ir.Node]] | None:
-    """The canonical RMSNorm reading `total` (export/layers.py: x / sqrt(mean(x^2) + eps) * w):
-    (its final Mul, eps, the weight, its nodes), or None."""
-    for use in total.uses():
+    """The canonical RMSNorm reading `total` (export/layers.py: x / sqrt(mean(x^2) + eps) * w, computed in
+    float32; a float16 `total` is cast up first and the result back): (the node whose output is the norm's,
+    eps, the weight in `total`'s dtype, its nodes in order), or None."""
+    if total.dtype == ir.DataType.FLOAT16:
+        for use in total.uses():
+            up = use.node
+            if up.op_type != "Cast" or up.attributes.get_int("to", 0) != ir.DataType.FLOAT.value:
+                continue
+            if len(up.outputs[0].uses()) != 2:  # read by the norm's Pow and Div only
+                continue
+            core = _rms_core(up.outputs[0])
+            down = _only_user(core[0].outputs[0], "Cast") if core is not None else None
+            if down is None or down.attributes.get_int("to", 0) != ir.DataType.FLOAT16.value:
+                continue
+            mul, eps, weight, nodes = core
+            return down, eps, _half(weight), [up, *nodes, down]
+        return None
+    return _rms_core(total)
+
+
+def _half(weight: ir.Value) -> ir.Value:
+    """A float16 copy of a float32 constant (the norm weight of a float16 model, cast up in the graph: exact)."""
+    array = weight.const_value.numpy().astype(np.float16)
+    return ir.Value(name=f"{weight.name}_fp16", const_value=ir.tensor(array, name=f"{weight.name}_fp16"))
+
+
+def _rms_core(x: ir.Value) -> tuple[ir.Node, float, ir.Value, list[ir.Node]] | None:
+    """x / sqrt(mean(x^2) + eps) * w reading `x`: (its final Mul, eps, the weight, its nodes), or None."""
+    for use in x.uses():
         power = use.node
-        if power.op_type != "Pow" or power.inputs[0] is not total or _scalar(power.inputs[1]) != 2.0:
+        if power.op_type != "Pow" or power.inputs[0] is not x or _scalar(power.inputs[1]) != 2.0:
             continue
         mean = _only_user(power.outputs[0], "ReduceMean")
         axes = mean.inputs[1] if mean is not None and len(mean.inputs) > 1 else None
@@ -199,7 +225,7 @@ def _rms_norm_of(total: ir.Value) -> tuple[ir.Node, float, ir.Value, list[ir.Nod
         eps = _scalar(add.inputs[1]) if add is not None else None
         root = _only_user(add.outputs[0], "Sqrt") if eps is not None else None
         div = _only_user(root.outputs[0], "Div") if root is not None else None
-        if div is None or div.inputs[0] is not total:
+        if div is None or div.inputs[0] is not x:
             continue
         mul = _only_user(div.outputs[0], "Mul")
         weight = mul.inputs[1] if mul is not None else None
@@ -230,11 +256,15 @@ def _split_bias(branch: ir.Value) -> tuple[ir.Value, ir.Value | None]:
     return product, bias
 
 
+_NORM_DTYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16)
+
+
 def fuse_skip_rms_norm(model: ir.Model) -> int:
     """Every residual `Add` feeding an RMSNorm -> one `com.microsoft.SkipSimplifiedLayerNormalization` (the bias
     of a projection ending the residual branch folded in; the op's fourth output is the sum, for the next
     residual): three to four kernels and passes over the hidden state become one. A plain graph walk (no
-    pattern matcher: linear in the graph's size). float32 graphs only (float16 ones cast around the norm).
+    pattern matcher: linear in the graph's size). float32 and float16 graphs (a float16 norm computes in float32
+    between two Casts, as the op does inside).
     Returns how many were fused."""
     graph, fused = model.graph, 0
     for node in list(graph):
@@ -242,7 +272,7 @@ def fuse_skip_rms_norm(model: ir.Model) -> int:
             continue
         total = node.outputs[0]
         a, b = node.inputs
-        if a is None or b is None or a.dtype != ir.DataType.FLOAT or b.dtype != ir.DataType.FLOAT:
+        if a is None or b is None or a.dtype not in _NORM_DTYPES or b.dtype != a.dtype:
             continue
         if a.shape is None or len(a.shape) != 3 or total.is_graph_output():
             continue
@@ -255,6 +285,10 @@ def fuse_skip_rms_norm(model: ir.Model) -> int:
             a_skip, a_bias = _split_bias(a)
             if a_bias is not None:
                 a, b, skip, bias = b, a, a_skip, a_bias
+        if a.dtype == ir.DataType.FLOAT16:  # the weight's float16 copy (`_half`), one per weight
+            weight = graph.initializers.get(weight.name) or weight
+            if weight.name not in graph.initializers:
+                graph.register_initializer(weight)
         inputs = [a, skip, weight] + ([bias] if bias is not None else [])
         fused_node = ir.node(
             "SkipSimplifiedLayerNormalization",

@@ -31,6 +31,7 @@ from .layers import (
 from .memory import MemoryAttention
 from .memory_attention import memory_attention
 from .memory_attention import supports as memory_attention_fuses
+from .rotary import rotate_queries
 
 
 class Block(nn.Module):
@@ -71,29 +72,30 @@ class Block(nn.Module):
         x = x + attn.attend(q, k_all, v_all, bias, h)
         return self._memory_and_ffn(x, cos, sin, mem_k, mem_v), new_k, new_v
 
-    def forward_static(self, x, cos, sin, seqlens_k, cache_k, cache_v, tables, mem_k=None, mem_v=None):
+    def forward_static(self, x, cos, sin, seqlens_k, cache_k, cache_v, rotary, mem_k=None, mem_v=None):
         """Static-cache decoding (export/cached_attention.py): x [B, T, D]; cache_k/v [B, Hkv, T_max, hd] come
-        back with this run's rows written; `tables` = (cos, sin) [T_max, hd/2] for the self-attention's RoPE;
-        cos/sin [T, 1, hd] rotate the cross-attention queries."""
+        back with this run's rows written; `rotary` = (start position [1], cos table, sin table [T_max, hd/2]):
+        the self-attention's and the fused cross-attention's RoPE; cos/sin [T, 1, hd] rotate the unfused one."""
         h = self.norm_self(x)
         attn, cfg = self.self_attn, self.self_attn.cfg
         out, cache_k, cache_v = cached_attention(
-            attn.q_proj(h), attn.k_proj(h), attn.v_proj(h), cache_k, cache_v, seqlens_k, *tables,
+            attn.q_proj(h), attn.k_proj(h), attn.v_proj(h), cache_k, cache_v, seqlens_k, *rotary[1:],
             cfg.q_heads, cfg.kv_heads,
         )  # fmt: skip
         x = x + attn.project_out(out, h)
-        return self._memory_and_ffn(x, cos, sin, mem_k, mem_v, fused=True), cache_k, cache_v
+        return self._memory_and_ffn(x, cos, sin, mem_k, mem_v, rotary), cache_k, cache_v
 
-    def _memory_and_ffn(self, x, cos, sin, mem_k, mem_v, fused: bool = False):
-        """fused: the memory cross-attention as one op (export/memory_attention.py; static decoder only)."""
+    def _memory_and_ffn(self, x, cos, sin, mem_k, mem_v, rotary: tuple | None = None):
+        """rotary (static decoder only): (start position [1], cos table, sin table): the cross-attention's
+        queries rotated by one op (export/rotary.py) and attended by one op (export/memory_attention.py)."""
         if self.cross_attn is not None:
             h = self.norm_cross(x)
             cross, cfg = self.cross_attn, self.cross_attn.cfg
-            q = apply_rope(cross.queries(h), cos, sin)  # RoPE on queries only, never on STM keys
-            if fused and memory_attention_fuses(cfg.q_heads, cfg.kv_heads):
-                out = memory_attention(q.flatten(2), mem_k, mem_v, cfg.q_heads)
-                x = x + cross.project_out(out, h)
+            if rotary is not None and memory_attention_fuses(cfg.q_heads, cfg.kv_heads):
+                q = rotate_queries(cross.q_proj(h), *rotary, cfg.q_heads)  # queries only, never STM keys
+                x = x + cross.project_out(memory_attention(q, mem_k, mem_v, cfg.q_heads), h)
             else:
+                q = apply_rope(cross.queries(h), cos, sin)
                 x = x + cross.attend(q, mem_k, mem_v, None, h)
         return x + self.ffn(self.norm_ffn(x))
 
@@ -163,13 +165,14 @@ class Decoder(nn.Module):
         x = self.embed(input_ids)
         cos, sin = rope_angles(positions, self.rope_dim, self.cfg.rope_base, x.dtype)
         tables = rope_tables(self.cfg.max_seq_len, self.rope_dim, self.cfg.rope_base, x.dtype, x.device)
+        rotary = (positions[:1], *tables)
         out_k, out_v = [], []
         m = self.first_memory_block
         for i, blk in enumerate(self.blocks):
             j = i - m
             is_mem = 0 <= j < len(mem_k) and blk.cross_attn is not None
             x, k, v = blk.forward_static(
-                x, cos, sin, seqlens_k, cache_k[i], cache_v[i], tables,
+                x, cos, sin, seqlens_k, cache_k[i], cache_v[i], rotary,
                 mem_k[j] if is_mem else None, mem_v[j] if is_mem else None,
             )  # fmt: skip
             out_k.append(k)

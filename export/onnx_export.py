@@ -23,7 +23,7 @@ from rxt_edge import contract
 from rxt_edge.manifest import Manifest, ManifestError
 from rxt_edge.package_writer import PackageWriteError, PackageWriter
 
-from . import cached_attention, memory_attention
+from . import cached_attention, memory_attention, rotary
 from .checkpoints import SourceInfo
 from .graph_fusions import (
     fold_memory_head_groups,
@@ -96,6 +96,7 @@ def export_graph(
                 **(moe_table or {}),
                 **cached_attention.translation_table(),
                 **memory_attention.translation_table(),
+                **rotary.translation_table(),
             },
             dynamo=True,
             optimize=True,

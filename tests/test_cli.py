@@ -89,6 +89,11 @@ def test_one_preset_rule_for_quantize_and_bench():
     assert cli.DEFAULT_QUANT_PRESET == quantize.DEFAULT_PRESET
     bench = {p.name: p for p in get_command(cli.app).commands["bench"].params}
     assert bench["quant_preset"].default == quantize.DEFAULT_PRESET
+    from rxt_edge.bench.options import DEFAULT_QUANT_SCHEME
+
+    assert bench["quantize"].default == DEFAULT_QUANT_SCHEME  # the measured default, quantize's own
+    quantize_cmd = {p.name: p for p in get_command(cli.app).commands["quantize"].params}
+    assert DEFAULT_QUANT_SCHEME == quantize_cmd["scheme"].default
 
 
 # ------------------------------------------------------------------------------------ errors in CLI terms

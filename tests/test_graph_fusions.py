@@ -120,7 +120,17 @@ def test_fused_package_answers_as_the_unfused(tiny_package: Path, unfused_packag
     np.testing.assert_allclose(stm_fused, stm_plain, rtol=0, atol=1e-5)
 
 
-def test_fp16_graphs_keep_standard_ops(exported) -> None:
-    """In float16 graphs cos/sin are cast before use: the pattern does not match and nothing is rewritten."""
+def test_fp16_graphs_fuse_norms_and_keep_unfused_rope(exported) -> None:
+    """In float16 graphs a residual sum and the RMSNorm after it (computed in float32 between two Casts) are one
+    float16 SkipSimplifiedLayerNormalization, as in float32 graphs; RoPE's cos/sin are cast before use, so the
+    RoPE pattern does not match and stays standard ops."""
     pkg = exported("self_interlayer_fp16").package
+    for graph in ("decoder", "encoder"):
+        ops = _ops(pkg / f"{graph}.onnx")
+        skip = [n for n in ops if n.op_type == "SkipSimplifiedLayerNormalization"]
+        assert skip and all(n.domain == "com.microsoft" for n in skip), graph
+        # only the first norm is left: no residual sum before it
+        assert sum(n.op_type == "Sqrt" for n in ops) == 1, graph
+        weights = {t.name: t for t in onnx.load(str(pkg / f"{graph}.onnx")).graph.initializer}
+        assert all(weights[n.input[2]].data_type == onnx.TensorProto.FLOAT16 for n in skip), graph
     assert not any(n.op_type == "RotaryEmbedding" for n in _ops(pkg / "decoder.onnx"))

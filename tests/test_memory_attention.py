@@ -68,6 +68,11 @@ def test_package_decoder_has_one_fused_cross_attention_per_memory_layer(tiny_pac
     assert cross.q_heads > cross.kv_heads  # grouped: the regrouping exists, and was folded away
     assert not any(producers[n.input[0]].op_type == "Transpose" for n in fused)
     assert not any(n.op_type == "Transpose" for n in graph.node)
+    # the cross-attention queries rotate from the constant tables GroupQueryAttention reads (export/rotary.py):
+    # one RotaryEmbedding per memory layer, no per-step angle computation
+    rotary = [n for n in graph.node if n.op_type == "RotaryEmbedding"]
+    assert len(rotary) == dims.memory_layers
+    assert not any(n.op_type in ("Sin", "Cos") for n in graph.node)
 
     # the exported decoder (prompt, then a step fed its own cache) against the torch static decoder
     sess = ort.InferenceSession(str(tiny_package / "decoder.onnx"), providers=["CPUExecutionProvider"])

@@ -84,3 +84,27 @@ def test_decode_compare_resolves_precisions_through_one_mapping(monkeypatch):
     with pytest.raises(options.BenchError, match="unknown precision"):
         decode_compare.rxt_scheme("int3")
     assert decode_compare.main(["--precisions", "int3"]) == 2
+
+
+def test_decode_compare_pins_its_timed_children_and_restores_affinity():
+    import argparse
+    import os
+    import subprocess
+    import sys
+
+    assert decode_compare.parse_cpus("1,4-5") == [1, 4, 5] and decode_compare.parse_cpus("3") == [3]
+    for bad in ("", "a", "3-x", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            decode_compare.parse_cpus(bad)
+    before = os.sched_getaffinity(0)
+    cpu = min(before)
+    with decode_compare.pinned([cpu]):
+        child = subprocess.run(
+            [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    assert child.stdout.strip() == str([cpu])  # a child started meanwhile runs there only
+    assert os.sched_getaffinity(0) == before
+    with pytest.raises(decode_compare.BenchError, match="may run on CPUs"):
+        with decode_compare.pinned([max(before) + 1000]):
+            pass
