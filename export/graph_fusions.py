@@ -194,16 +194,20 @@ def _rms_norm_of(total: ir.Value) -> tuple[ir.Node, float, ir.Value, list[ir.Nod
             down = _only_user(core[0].outputs[0], "Cast") if core is not None else None
             if down is None or down.attributes.get_int("to", 0) != ir.DataType.FLOAT16.value:
                 continue
-            mul, eps, weight, nodes = core
-            return down, eps, _half(weight), [up, *nodes, down]
+            _, eps, weight, nodes = core
+            return down, eps, _half(up.graph, weight), [up, *nodes, down]
         return None
     return _rms_core(total)
 
 
-def _half(weight: ir.Value) -> ir.Value:
-    """A float16 copy of a float32 constant (the norm weight of a float16 model, cast up in the graph: exact)."""
-    array = weight.const_value.numpy().astype(np.float16)
-    return ir.Value(name=f"{weight.name}_fp16", const_value=ir.tensor(array, name=f"{weight.name}_fp16"))
+def _half(graph: ir.Graph, weight: ir.Value) -> ir.Value:
+    """The float16 copy of a float32 constant, one initializer per weight (the norm weight of a float16 model,
+    cast up in the graph: exact)."""
+    name = f"{weight.name}_fp16"
+    if name not in graph.initializers:
+        array = weight.const_value.numpy().astype(np.float16)
+        graph.register_initializer(ir.Value(name=name, const_value=ir.tensor(array, name=name)))
+    return graph.initializers[name]
 
 
 def _rms_core(x: ir.Value) -> tuple[ir.Node, float, ir.Value, list[ir.Node]] | None:
@@ -285,10 +289,6 @@ def fuse_skip_rms_norm(model: ir.Model) -> int:
             a_skip, a_bias = _split_bias(a)
             if a_bias is not None:
                 a, b, skip, bias = b, a, a_skip, a_bias
-        if a.dtype == ir.DataType.FLOAT16:  # the weight's float16 copy (`_half`), one per weight
-            weight = graph.initializers.get(weight.name) or weight
-            if weight.name not in graph.initializers:
-                graph.register_initializer(weight)
         inputs = [a, skip, weight] + ([bias] if bias is not None else [])
         fused_node = ir.node(
             "SkipSimplifiedLayerNormalization",

@@ -65,9 +65,8 @@ class CapturedDecodeSlot(DecodeSlot):
         kv = self._graphs.binding(contract.MEMORY_KV)
         kv.bind_ortvalue_input("stm", memory.stm[memory.active])
         self._memory.bind_kv_outputs(kv, 0)
-        self._graphs.run(
-            contract.MEMORY_KV, kv
-        )  # (all runs share one lock with CUDA graphs: engine.GraphSet)
+        # (all runs share one lock with CUDA graphs: engine.GraphSet)
+        self._graphs.run(contract.MEMORY_KV, kv)
         self._memory.active = 0
         super().start(self._memory)
 
@@ -98,6 +97,5 @@ class CapturedDecodeSlot(DecodeSlot):
         return logits
 
     def _fetch_logits(self) -> np.ndarray:
-        return self._logits_dev.numpy()[
-            0
-        ]  # the device-to-host copy is a new array: no second copy into _logits
+        # the device-to-host copy is a new array already: no second copy into a host buffer
+        return self._logits_dev.numpy()[0]
