@@ -248,3 +248,29 @@ def test_shipped_tokenizer_is_reproducible_and_covers_heldout_values(tmp_path):
     cov = dt.heldout_coverage(SHIPPED_TOKENIZER, n_dialogues=2000, dropout=0.05)
     assert cov["covered"] == 1.0 and cov["byte_fallback"] == 0.0
     assert cov["single_piece_train"] < 0.1  # values are spelled with shared sub-word pieces
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--stage", "11"], "unknown stage '11'"),
+        (["--stage"], "--stage needs a number"),
+        (["--stage", "10", "--fast"], "unknown argument: --fast"),
+    ],
+)
+def test_device_script_refuses_bad_arguments_before_doing_anything(tmp_path, args, message):
+    """device_train.sh is run once, on a lent GPU: a wrong stage or flag must stop it at once, with the reason."""
+    import subprocess
+
+    out = tmp_path / "out"
+    root = RECIPE.parents[2]
+    proc = subprocess.run(
+        ["bash", str(RECIPE / "device_train.sh"), *args],
+        cwd=root,
+        env={"PATH": "/usr/bin:/bin", "OUT": str(out)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2 and message in proc.stderr
+    assert not out.exists()

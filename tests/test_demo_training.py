@@ -88,6 +88,15 @@ def test_letter_stand_ins_are_spelled_more_freely_than_the_pool_chain():
     assert len(letter_chain) > 1.3 * len(pool_only)
 
 
+def test_long_stand_ins_are_8_to_13_letters_and_only_a_share():
+    """--long-values (stage 10): long held-out values ("omelettes") were stage 9's misspellings."""
+    rng = random.Random(0)
+    always = [td.pseudo_value("Sprinkles", rng, set(), 0.5, 1.0) for _ in range(100)]
+    assert all(8 <= len(w) <= 13 and w[0].isupper() and w[0] not in "AEIOU" for w in always)
+    some = [td.pseudo_value("Sprinkles", rng, set(), 0.5, 0.2) for _ in range(300)]
+    assert 0.15 < sum(len(w) >= 8 for w in some) / len(some) < 0.5
+
+
 def test_tiny_training_run_writes_a_checkpoint_the_exporter_loads(tmp_path):
     from rxt_edge.export.checkpoints.native import load_native
 

@@ -1,26 +1,58 @@
 #!/usr/bin/env bash
-# Stage 9 of the demo model (issue 19): one fine-tune on one GPU, from the shipped checkpoint, within 540 s of wall
-# time, writing the checkpoint and its log to $OUT.
+# Stages 9 and 10 of the demo model (issue 19): one fine-tune on one GPU within 540 s of wall time, writing the
+# checkpoint and its log to $OUT. Stage 9 continues the shipped checkpoint, stage 10 continues stage 9.
 #
-#   OUT=/some/dir bash models/demo/recipe/device_train.sh            # the device run (one H200, ~8.5 min)
-#   OUT=/tmp/smoke bash models/demo/recipe/device_train.sh --smoke   # the same path on the CPU, 3 steps, eager
-#   OUT=/tmp/x bash models/demo/recipe/device_train.sh --check       # seconds: imports, checkpoint, one batch
+#   OUT=/some/dir bash models/demo/recipe/device_train.sh --stage 10          # the device run (one H200, ~8.5 min)
+#   OUT=/tmp/smoke bash models/demo/recipe/device_train.sh --stage 10 --smoke # the same path on the CPU, 3 steps
+#   OUT=/tmp/x bash models/demo/recipe/device_train.sh --stage 10 --check     # seconds: imports, init, one batch
 #
-# The device call must carry models/demo/checkpoint (git-ignored, 15.4 MB): run(command=..., carry=["models/demo/checkpoint"]).
+# --stage defaults to 9 (as run). The device call must carry the stage's init folder (git-ignored, 15.4 MB):
+# stage 9: carry=["models/demo/checkpoint"]; stage 10: carry=["models/demo/stage9"].
 # Runs from the repository root on a bare machine: the repository is not installed there, so the package-dir
 # mapping of pyproject.toml (rxt_edge, rxt_edge.export, ...) is laid out as a tree of symbolic links in /tmp and put
 # on PYTHONPATH (no pip, nothing downloaded). The trainer stops on its own --deadline (seconds from its start), writes
 # the checkpoint before its final evaluation, and `timeout` is only a last resort.
 #
 # Outputs: $OUT/train.log (everything printed), $OUT/ckpt/{config.json, model.safetensors, tokenizer.model,
-# metrics.json}: 5 files, model.safetensors 15.2 MB. Turning it into packages: models/demo/README.md ("Stage 9").
+# metrics.json}: 5 files, model.safetensors 15.2 MB. Turning it into packages: recipe/README.md ("Stage 9").
 set -euo pipefail
 : "${OUT:?set OUT to the output folder}"
 ROOT=$(pwd)
 [[ -f models/demo/recipe/train_demo.py ]] || { echo "run from the repository root" >&2; exit 2; }
-# The shipped checkpoint is git-ignored here (.git/info/exclude): the device call must name it in `carry`.
+STAGE=9 MODE=train
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --stage) STAGE=${2:-}; shift 2 || { echo "--stage needs a number (9 or 10)" >&2; exit 2; } ;;
+        --stage=*) STAGE=${1#--stage=}; shift ;;
+        --check | --smoke) MODE=${1#--}; shift ;;
+        *) echo "unknown argument: $1 (use --stage 9|10, --check, --smoke)" >&2; exit 2 ;;
+    esac
+done
+# The recipes (README.md, "Stage 9", "Stage 10"). Both: stand-in values in 80% of the conversations, letter-chain
+# spellings for half of them, the recalled value's pieces weighed x8. Stage 9: 65% of every batch everyday-typed
+# conversations (demo_everyday), 35% the original templates, which keep held-out recall; replayed to its 1161 steps.
+# Stage 10: 30% drills (demo_drills: two facts in one message with a question about each, corrections asked about
+# afterwards), 40% everyday, 30% original templates; a fifth of the word stand-ins 8-13 letters long (long held-out
+# values were stage 9's misspellings); lower peak lr and a short warm-up for a continuation.
+case "$STAGE" in
+    9)
+        INIT=models/demo/checkpoint
+        RECIPE=(--everyday 0.65 --pseudo-values 0.8 --letters 0.5 --value-weight 8 --turns-start 4 --hold 0.1
+            --curriculum 0.2 --lr 8e-4 --warmup 50 --seed 23)
+        STEPS=(--steps 1200 --stop-after 1161)
+        CHECK_DATA="everyday=0.65" ;;
+    10)
+        INIT=models/demo/stage9
+        RECIPE=(--everyday 0.4 --drills 0.3 --pseudo-values 0.8 --letters 0.5 --long-values 0.2 --value-weight 8
+            --turns-start 6 --hold 0.05 --curriculum 0.15 --lr 5e-4 --warmup 30 --seed 31)
+        STEPS=(--steps 1400)
+        CHECK_DATA="everyday=0.4, drills=0.3, long_values=0.2" ;;
+    *) echo "unknown stage '$STAGE': this script runs stage 9 or 10" >&2; exit 2 ;;
+esac
+RECIPE=(--init-from "$INIT" --tokenizer "$INIT/tokenizer.model" --width 80 "${RECIPE[@]}")
+# The init checkpoint is git-ignored here (.git/info/exclude): the device call must name it in `carry`.
 for f in config.json model.safetensors tokenizer.model; do
-    [[ -f models/demo/checkpoint/$f ]] || { echo "models/demo/checkpoint/$f missing: carry models/demo/checkpoint" >&2; exit 2; }
+    [[ -f $INIT/$f ]] || { echo "$INIT/$f missing: carry $INIT" >&2; exit 2; }
 done
 
 NS=$(mktemp -d /tmp/rxtns.XXXXXX)
@@ -30,43 +62,37 @@ for sub in runtimes export bench apps; do ln -s "$ROOT/$sub" "$NS/rxt_edge/$sub"
 export PYTHONPATH="$NS${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 
-# The recipe (README.md, "Stage 9"): 65% of every batch everyday-typed conversations (demo_everyday), 35% the
-# original templates, which keep held-out recall; stand-in values in 80% of the conversations, letter-chain
-# spellings for half of them, the recalled value's pieces weighed x8.
-RECIPE=(--init-from models/demo/checkpoint --tokenizer models/demo/checkpoint/tokenizer.model --width 80
-    --everyday 0.65 --pseudo-values 0.8 --letters 0.5 --value-weight 8 --turns-start 4 --hold 0.1 --curriculum 0.2
-    --lr 8e-4 --warmup 50 --seed 23)
-if [[ "${1:-}" == "--check" ]]; then  # seconds: imports, the checkpoint, one device-shaped batch, one turn's loss
+if [[ $MODE == check ]]; then  # seconds: imports, the init checkpoint, one device-shaped batch, one turn's loss
     rc=0
     (cd models/demo/recipe && "$PY" -c "
 import torch, train_demo as td
 from pathlib import Path
 from rxt_edge.export.checkpoints.native import load_native
-model, _ = load_native(Path('../checkpoint'))
+model, _ = load_native(Path('$ROOT/$INIT'))
 net = td.Trainable(model, 0.02)
 net.stm0.data.copy_(model.initial_stm)
-data = td.DialogueBatches(Path('../checkpoint/tokenizer.model'), 1450, 16, 23, 4, 0.1, 0.2, True, 80,
-    pseudo=0.8, value_weight=8, letters=0.5, everyday=0.65)
-turns, count, leak = data[1400]
+data = td.DialogueBatches(Path('$ROOT/$INIT/tokenizer.model'), 1400, 16, 23, 4, 0.1, 0.2, True, 80,
+    pseudo=0.8, value_weight=8, letters=0.5, $CHECK_DATA)
+turns, count, leak = data[1390]
 loss = td.dialogue_loss(net, td.TurnStep(model), turns[:2], count, leak)
-print('check ok:', len(turns), 'turns of', tuple(turns[0].ids.shape), 'loss', round(float(loss.detach()), 4))
+print('check ok: stage $STAGE from $INIT,', len(turns), 'turns of', tuple(turns[0].ids.shape), 'loss', round(float(loss.detach()), 4))
 ") || rc=$?
     rm -rf "$NS"
     exit "$rc"
 fi
-if [[ "${1:-}" == "--smoke" ]]; then
+if [[ $MODE == smoke ]]; then
     # eager on the CPU (torch.compile there takes minutes); the fixed --width path is covered by the tests
     RUN=(--device cpu --steps 3 --batch 4 --workers 0 --eval-every 0 --eval-n 1 --final-n 1 --eval-procs 1
         --deadline 900 --reserve 30)
     LIMIT=1200
 else
-    RUN=(--device cuda --compile --steps 1450 --batch 256 --workers 12 --eval-every 500 --eval-n 48
+    RUN=(--device cuda --compile "${STEPS[@]}" --batch 256 --workers 12 --eval-every 500 --eval-n 48
         --final-n 40 --eval-procs 12 --deadline 495 --reserve 45)
     LIMIT=535
 fi
 mkdir -p "$OUT/ckpt"
 {
-    echo "device_train.sh $* on $(uname -n) at $(date -u +%FT%TZ); git $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+    echo "device_train.sh stage $STAGE ($MODE) on $(uname -n) at $(date -u +%FT%TZ); git $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
     "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
 } 2>&1 | tee "$OUT/train.log"
 set +e

@@ -21,7 +21,8 @@ fails on held-out values, see README), and `--leak F`, a teacher-forced memory w
 reads the STM written from the current interaction. With pseudo-values, `--letters L` spells a share L of the word
 stand-ins from one letter chain over every pool and `--value-weight W` weighs the recalled value's pieces W times in
 the loss. `--everyday P` draws a share P of every batch from `demo_everyday` (greetings, everyday
-phrasings, typing noise; issue 19). Under `torchrun --nproc-per-node N` the N processes average their gradients (N x --batch a step).
+phrasings, typing noise; issue 19), `--drills P` a share P from `demo_drills` (two-fact messages with a question
+about each fact, corrections asked about afterwards; stage 10). Under `torchrun --nproc-per-node N` the N processes average their gradients (N x --batch a step).
 
 Evaluation: `recall_probes` / `no_fact_probes` with held-out values at delays 1, 2, 4, 8 (plus told probes
 with train values, a diagnostic); a fast batched greedy decoder on the training device during training, and
@@ -56,6 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import demo_dialogues as dd
+import demo_drills as dr
 import demo_everyday as de
 import sentencepiece as spm
 import torch
@@ -273,7 +275,11 @@ _TEMPLATE_WORDS = {
     for t in d
     for w in re.findall(r"[A-Za-z]+", f"{t.query} {t.answer}")
     if w.lower() not in _CANONICAL
-} | {w.lower() for t in de.template_texts() for w in re.findall(r"[A-Za-z]+", t.replace("{", " {"))}
+} | {
+    w.lower()
+    for t in de.template_texts() + dr.template_texts()
+    for w in re.findall(r"[A-Za-z]+", t.replace("{", " {"))
+}
 _VALUE_RE = re.compile(
     r"(?<!\w)(?:" + "|".join(re.escape(v) for v in sorted(_TRAIN_VALUES, key=len, reverse=True)) + r")(?!\w)",
     re.IGNORECASE,
@@ -320,17 +326,31 @@ def _syllable_word(original: str, rng: random.Random) -> str:
     return word
 
 
-def pseudo_value(original: str, rng: random.Random, taken: set[str], letters: float = 0.0) -> str:
-    """A random stand-in for `original`: digits for digits; otherwise a share `letters` of the time a word from
-    the all-pool letter chain, else half the time a word from the pool's own character chain, half the time
-    random syllables (same vowel/consonant start, so "a"/"an" stay right), same capitalisation; never a
-    held-out or train value."""
+def _long_word(rng: random.Random) -> str:
+    """A letter-chain word of 8-13 letters: the chain's own words are mostly 4-7 letters long, and long held-out
+    values were what stage 9 still misspelled ("omelettes" -> "omeltetes", "Sprinkles" -> "Sparinkles")."""
+    while True:
+        word = _walk(_LETTERS, 1, 13, rng)
+        if len(word) >= 8:
+            return word
+
+
+def pseudo_value(
+    original: str, rng: random.Random, taken: set[str], letters: float = 0.0, long: float = 0.0
+) -> str:
+    """A random stand-in for `original`: digits for digits; otherwise a share `long` of the time an 8-13 letter
+    letter-chain word, a share `letters` of the time a word from the all-pool letter chain, else half the time a
+    word from the pool's own character chain, half the time random syllables (same vowel/consonant start, so
+    "a"/"an" stay right), same capitalisation; never a held-out or train value."""
     pool = _TRAIN_VALUES.get(original)
     while True:
         if original.isdigit():
             word = str(rng.randint(100, 999)) if rng.random() < 0.5 else str(rng.randint(21, 99))
         else:
-            if letters and rng.random() < letters:
+            # (no draw when long is 0: the earlier recipes' stand-ins stay as they were)
+            if long and rng.random() < long:
+                word = _long_word(rng)
+            elif letters and rng.random() < letters:
                 word = _walk(_LETTERS, 1, 10, rng)
             elif pool and rng.random() < 0.5:
                 word = _walk(_CHAINS[pool], 2, 12, rng)
@@ -351,7 +371,9 @@ def pseudo_value(original: str, rng: random.Random, taken: set[str], letters: fl
             return word
 
 
-def with_pseudo_values(dialogue: dd.Dialogue, rng: random.Random, letters: float = 0.0) -> dd.Dialogue:
+def with_pseudo_values(
+    dialogue: dd.Dialogue, rng: random.Random, letters: float = 0.0, long: float = 0.0
+) -> dd.Dialogue:
     """The same conversation with every entity value consistently replaced by a pseudo-value. A value typed in
     another case ("oscar", "OSCAR") gets the same stand-in in that case."""
     mapping: dict[str, str] = {}
@@ -360,7 +382,7 @@ def with_pseudo_values(dialogue: dd.Dialogue, rng: random.Random, letters: float
     def stand_in(v: str) -> str:
         key = v.lower()
         if key not in mapping:
-            mapping[key] = pseudo_value(_CANONICAL[key], rng, taken, letters)
+            mapping[key] = pseudo_value(_CANONICAL[key], rng, taken, letters, long)
         new = mapping[key]
         if v == _CANONICAL[key]:
             return new
@@ -396,12 +418,18 @@ class DialogueBatches(torch.utils.data.Dataset):
         letters: float = 0.0,
         rank: int = 0,
         everyday: float = 0.0,
+        drills: float = 0.0,
+        long_values: float = 0.0,
     ):
+        if everyday < 0 or drills < 0 or everyday + drills > 1:
+            raise ValueError(
+                f"--everyday ({everyday}) and --drills ({drills}) must be >= 0 and sum to at most 1"
+            )
         self.tok_path, self.steps, self.batch, self.seed = tok_path, steps, batch, seed
         self.turns_start, self.hold, self.curriculum = turns_start, hold, curriculum
         self.dropout, self.width, self.leak, self.pseudo = dropout, width, leak, pseudo
         self.value_weight, self.letters, self.rank = value_weight, letters, rank
-        self.everyday = everyday
+        self.everyday, self.drills, self.long_values = everyday, drills, long_values
         self.tok: Tok | None = None
 
     def __len__(self) -> int:
@@ -433,14 +461,19 @@ class DialogueBatches(torch.utils.data.Dataset):
         spm.set_random_generator_seed(data_seed % (2**31))
         max_turns = turns_at(k, self.steps, self.turns_start, self.hold, self.curriculum)
         n_everyday = round(self.batch * self.everyday)
+        n_drills = min(round(self.batch * self.drills), self.batch - n_everyday)
         dialogues = dd.generate_dialogues(
-            self.batch - n_everyday, seed=data_seed, split="train", max_turns=max_turns
+            self.batch - n_everyday - n_drills, seed=data_seed, split="train", max_turns=max_turns
         )
         dialogues += de.generate_everyday(n_everyday, seed=data_seed, split="train", max_turns=max_turns)
+        if n_drills:  # (nothing drawn without --drills: the stage-9 recipe's batches stay as they were)
+            dialogues += dr.generate_drills(n_drills, seed=data_seed, split="train", max_turns=max_turns)
         if self.pseudo > 0:
             rng = random.Random(f"pseudo:{data_seed}")
             dialogues = [
-                with_pseudo_values(d, rng, self.letters) if rng.random() < self.pseudo else d
+                with_pseudo_values(d, rng, self.letters, self.long_values)
+                if rng.random() < self.pseudo
+                else d
                 for d in dialogues
             ]
         seqs = [self._fitting([self._interaction(t) for t in d]) for d in dialogues]
@@ -693,6 +726,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0.0,
         help="share of each batch drawn from demo_everyday (greetings, everyday phrasings, typing noise)",
     )
+    p.add_argument(
+        "--drills",
+        type=float,
+        default=0.0,
+        help="share of each batch drawn from demo_drills (two facts asked both, corrections asked after)",
+    )
+    p.add_argument(
+        "--long-values",
+        type=float,
+        default=0.0,
+        help="share of word stand-ins that are 8-13 letter letter-chain words (long values get misspelled)",
+    )
     p.add_argument("--no-dropout", action="store_true", help="disable BPE-dropout (not recommended)")
     # architecture
     p.add_argument("--dim", type=int, default=192)
@@ -820,7 +865,7 @@ def main(argv: list[str] | None = None) -> int:
     log(
         f"train: steps={args.steps} batch={args.batch} lr={args.lr} warmup={args.warmup} seed={args.seed} "
         f"curriculum: {args.turns_start} turns for {args.hold:.0%} of steps, then ->12 over {args.curriculum:.0%}, "
-        f"leak={args.leak:.0%} pseudo_values={args.pseudo_values:.0%} everyday={args.everyday:.0%} letters={args.letters:.0%} value_weight={args.value_weight:g} bpe_dropout={not args.no_dropout} compile={args.compile}",
+        f"leak={args.leak:.0%} pseudo_values={args.pseudo_values:.0%} everyday={args.everyday:.0%} drills={args.drills:.0%} letters={args.letters:.0%} long_values={args.long_values:.0%} value_weight={args.value_weight:g} bpe_dropout={not args.no_dropout} compile={args.compile}",
         flush=True,
     )
 
@@ -853,6 +898,8 @@ def main(argv: list[str] | None = None) -> int:
         args.letters,
         rank,
         args.everyday,
+        args.drills,
+        args.long_values,
     )
     loader = torch.utils.data.DataLoader(
         data,
