@@ -61,6 +61,7 @@ def _bench_options(args: argparse.Namespace, config: str, scheme_list: list[str]
         config=config, provider=args.provider, threads=args.threads, turns=args.turns, speed_turns=args.turns,
         query_tokens=QUERY_TOKENS, answer_tokens=ANSWER_TOKENS, quantize=",".join(scheme_list) or None,
         quant_preset=None, baseline="none", reference=args.reference, peer=True,
+        quant_memory_kv=args.memory_kv,
     )  # fmt: skip
 
 
@@ -277,6 +278,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--reference", action="store_true", help="add PyTorch eager rxlm (fp32) on the provider")
     p.add_argument("--json-out", type=Path, default=None, help="write every round's figures here")
+    p.add_argument(
+        "--memory-kv",
+        choices=("float", "int8"),
+        default="float",
+        help="our int8/int4 packages' memory cross-attention K/V form (rxt-edge quantize --memory-kv)",
+    )
     p.add_argument(
         "--pin",
         type=parse_cpus,

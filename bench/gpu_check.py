@@ -44,7 +44,7 @@ def conversation_tokens(pkg: Path, provider: str, turns: int, new_tokens: int):
         conv.wait_memory()
     memory = conv.memory
     devices["stm"] = memory.stm[memory.active].device_name()
-    devices["memory_key.0"] = memory.keys[memory.active][0].device_name()
+    devices["memory_key.0"] = memory.kv[memory.active]["memory_key.0"].device_name()
     with session.engine.lease_slot(memory) as slot:
         devices["kv_cache.0"] = slot.cache.keys[0].device_name()
     stm = conv.stm()

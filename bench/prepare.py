@@ -54,7 +54,10 @@ def _add_quantized(prep: Prepared, opts: BenchOptions, root: Path, step: Callabl
     for scheme in schemes:
         preset = quant_preset(opts, scheme)
         per_tensor = opts.quant_per_tensor and scheme == "int8-dynamic"
-        name = "-".join(x for x in ("package", scheme, preset, "per-tensor" if per_tensor else None) if x)
+        kv8 = "memory-kv-int8" if opts.quant_memory_kv == "int8" else None
+        name = "-".join(
+            x for x in ("package", scheme, preset, "per-tensor" if per_tensor else None, kv8) if x
+        )
         dest = root / name
         if not (dest / "manifest.json").is_file():
             step(
@@ -68,6 +71,7 @@ def _add_quantized(prep: Prepared, opts: BenchOptions, root: Path, step: Callabl
                     preset=preset,
                     overwrite=True,
                     per_channel=False if per_tensor else None,
+                    memory_kv=opts.quant_memory_kv,
                 )
             except Exception as e:  # noqa: BLE001 - reported, the rest of the bench still runs
                 prep.notes.append(f"quantization ({scheme}) failed: {type(e).__name__}: {e}")

@@ -33,19 +33,28 @@ class PastKV:
 class GraphDriver:
     """The four graphs with numpy I/O: memory K/V, decoder steps, encoder, memory update, whole turns."""
 
-    def __init__(self, package: ModelPackage, threads: int | None = None, provider: str = "cpu"):
+    def __init__(
+        self,
+        package: ModelPackage,
+        threads: int | None = None,
+        provider: str = "cpu",
+        sessions: dict[str, ort.InferenceSession] | None = None,
+    ):
+        """`sessions`: onnxruntime sessions of this package's graphs to use instead of loading them again (a
+        runtime's: one copy of a big model's weights in memory)."""
         self.package = package
         self.dims = package.manifest.model
         self.special = dict(package.manifest.special_tokens)
         self.dtype = package.float_dtype
         self.kv_cache = package.manifest.graphs[contract.DECODER].kv_cache
         plist, popts = providers.resolve_provider(provider)
-        self.sessions: dict[str, ort.InferenceSession] = {}
-        for name in contract.GRAPH_NAMES:
+        self.sessions: dict[str, ort.InferenceSession] = dict(sessions or {})
+        for name in (n for n in contract.GRAPH_NAMES if n not in self.sessions):
             opts = providers.make_session_options(provider, threads=threads)
             self.sessions[name] = ort.InferenceSession(
                 str(package.graph_path(name)), opts, providers=plist, provider_options=popts
             )
+        self._memory_names = [o.name for o in self.sessions[contract.MEMORY_KV].get_outputs()]
 
     @classmethod
     def load(cls, directory: str | Path, threads: int | None = None, provider: str = "cpu") -> GraphDriver:
@@ -65,7 +74,8 @@ class GraphDriver:
 
     # --- single graphs ----------------------------------------------------------------------------------
     def memory_kv(self, stm: np.ndarray) -> list[np.ndarray]:
-        """`[key.0, value.0, key.1, ...]` of the memory cross-attention for `stm`."""
+        """`[key.0, value.0, key.1, ...]` of the memory cross-attention for `stm` (the memory_kv graph's outputs
+        in order: with the int8 form, each tensor's scale follows it)."""
         return self.sessions[contract.MEMORY_KV].run(None, {"stm": stm.astype(self.dtype)})
 
     def empty_past(self) -> PastKV:
@@ -85,9 +95,7 @@ class GraphDriver:
         for i in range(self.dims.decoder_layers):
             feeds[contract.past_key(i)] = past.arrays[2 * i]
             feeds[contract.past_value(i)] = past.arrays[2 * i + 1]
-        for i in range(self.dims.memory_layers):
-            feeds[contract.memory_key(i)] = mem[2 * i]
-            feeds[contract.memory_value(i)] = mem[2 * i + 1]
+        feeds.update(zip(self._memory_names, mem, strict=True))
         out = self.sessions[contract.DECODER].run(None, feeds)
         if self.kv_cache == "static":  # the present caches, this run's rows written
             return out[0][0].astype(np.float32), PastKV(length, out[1:])

@@ -7,8 +7,9 @@ x per rotated tensor, three rotated tensors per decoder layer. onnxruntime's con
 (`cos`, `sin`: [T, 1, head_dim], each angle repeated for its pair), so the op gets them as its cache with
 position 0: row t of the cache is position t of this call, exactly the angles the unfused graph uses.
 
-Only float32 graphs are rewritten (in float16 graphs cos/sin are cast first and the pattern does not match);
-`rxt-edge verify` checks the fused graphs against the torch model like any other.
+Only float32 graphs are rewritten by default (in float16 graphs cos/sin are cast first, and the rule leaves them);
+with `float16=True` (the per-turn graphs, export/memory_fusions.py) the cast float16 cos/sin become the op's
+caches. `rxt-edge verify` checks the fused graphs against the torch model like any other.
 
 Shared-input projections -> one MatMul. Attention projects one input three times (queries, keys, values; the
 memory K/V graph twice): three small matrix products per layer, each a kernel call and, once quantized, its own
@@ -49,13 +50,13 @@ def _is_pair_swap(r: ir.Value) -> bool:
     return bool(np.array_equal(m, expected))
 
 
-def _rope_check(context, x, r, cos, sin, **_) -> bool:
+def _rope_check(context, x, r, cos, sin, dtypes=(ir.DataType.FLOAT,), **_) -> bool:
     shape = x.shape
     return (
         _is_pair_swap(r)
-        and x.dtype == ir.DataType.FLOAT
-        and cos.dtype == ir.DataType.FLOAT
-        and sin.dtype == ir.DataType.FLOAT
+        and x.dtype in dtypes
+        and cos.dtype == x.dtype
+        and sin.dtype == x.dtype
         and shape is not None
         and len(shape) == 4
         and all(isinstance(d, int) for d in shape[2:])  # [B, T, heads, head_dim], heads and head_dim static
@@ -90,13 +91,22 @@ def _rope_replacement(op, x, r, cos, sin, **_):
     return op.Reshape(rotated, ints(0, 0, heads, head_dim))
 
 
+def _rope_check_any(context, x, r, cos, sin, **_) -> bool:
+    """float32, or float16 with the float16 cos/sin the graph casts for it (export/layers.py `apply_rope`)."""
+    return _rope_check(context, x, r, cos, sin, dtypes=(ir.DataType.FLOAT, ir.DataType.FLOAT16))
+
+
 ROPE_RULE = pattern.RewriteRule(_rope_target, _rope_replacement, _rope_check, name="InterleavedRoPE")
+ROPE_RULE_ANY = pattern.RewriteRule(
+    _rope_target, _rope_replacement, _rope_check_any, name="InterleavedRoPE16"
+)
 
 
-def fuse_rope(model: ir.Model) -> int:
-    """Rewrite every interleaved RoPE of `model` in place; returns how many were fused."""
+def fuse_rope(model: ir.Model, float16: bool = False) -> int:
+    """Rewrite every interleaved RoPE of `model` in place; returns how many were fused. `float16`: also in
+    float16 graphs, rotating by the float16 cos/sin the unfused graph multiplies with (the per-turn graphs)."""
     before = sum(1 for n in model.graph if n.op_type == "RotaryEmbedding")
-    rewrite(model, pattern_rewrite_rules=[ROPE_RULE])
+    rewrite(model, pattern_rewrite_rules=[ROPE_RULE_ANY if float16 else ROPE_RULE])
     fused = sum(1 for n in model.graph if n.op_type == "RotaryEmbedding") - before
     if fused and MS_DOMAIN not in model.opset_imports:
         model.opset_imports[MS_DOMAIN] = 1
@@ -398,7 +408,8 @@ def fold_memory_head_groups(model: ir.Model) -> int:
     in that order by the output projection (its input rows permuted), the query is already [B, T * G, Hkv * hd]
     after one free Reshape. RoPE between projection and attention rotates every head by the same angles, so the
     head order does not change it. Folded only where the query comes from a constant-weight MatMul through
-    RotaryEmbedding and Reshapes, and the output goes straight into a constant-weight MatMul (no gate).
+    Reshapes (and a RotaryEmbedding, if any), and the output goes straight into a constant-weight MatMul (no
+    gate). The per-turn graphs' attentions (export/turn_attention.py) have the same regrouping.
     Returns how many were folded."""
     graph, folded = model.graph, 0
     for mha in list(graph):
@@ -412,11 +423,10 @@ def fold_memory_head_groups(model: ir.Model) -> int:
         source = q_side[0].inputs[0]  # back over Reshapes (read only here) to the rotated projection
         while len(source.uses()) == 1 and _single_producer(source, "Reshape") is not None:
             source = source.producer().inputs[0]
-        rope = _single_producer(source, "RotaryEmbedding")
-        if rope is None or rope.inputs[0] is None:
-            continue
-        q_proj = rope.inputs[0].producer()
-        q_weight = _constant_weight(q_proj) if len(rope.inputs[0].uses()) == 1 else None
+        rope = _single_producer(source, "RotaryEmbedding")  # RoPE on the queries, or none (memory write)
+        projected = rope.inputs[0] if rope is not None else source
+        q_proj = projected.producer() if projected is not None else None
+        q_weight = _constant_weight(q_proj) if len(projected.uses()) == 1 else None
         shape = q_side[0].inputs[1].const_value if q_side[0].inputs[1] is not None else None
         if q_weight is None or shape is None:
             continue

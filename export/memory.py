@@ -10,13 +10,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import turn_attention
 from .config import GateConfig, MemoryAttentionConfig, MemoryNormConfig
 from .layers import (
     Attention,
     RMSNorm,
     activation,
     apply_rope,
-    heads_first,
     padding_bias,
     rope_angles,
 )
@@ -138,7 +138,7 @@ class MemoryAttention(nn.Module):
             source = self.mix_gates[i](pre, means[i])
         attn = self.aux_attn[i]
         k, v = attn.keys_values(source)
-        update = attn.attend(attn.queries(pre), heads_first(k), heads_first(v), None, pre)
+        update = turn_attention.attend(attn, attn.queries(pre), k, v, None, None, pre)
         return self.aux_gates[i](layer, update)
 
     def forward(self, stm: torch.Tensor, encoded: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -156,6 +156,6 @@ class MemoryAttention(nn.Module):
             attn = self.attn[i]
             k, v = attn.keys_values(data)
             k = apply_rope(k, cos, sin)  # RoPE on the keys only (token positions of ED)
-            update = attn.attend(attn.queries(q_in), heads_first(k), heads_first(v), bias, q_in)
+            update = turn_attention.attend(attn, attn.queries(q_in), k, v, bias, attention_mask, q_in)
             new_layers.append(self.gates[i](layer, update))
         return torch.stack(new_layers, dim=0)

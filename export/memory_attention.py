@@ -64,14 +64,22 @@ def memory_attention(q: torch.Tensor, mem_k: torch.Tensor, mem_v: torch.Tensor, 
 
 # --- ONNX ------------------------------------------------------------------------------------------------
 def _mha_schema() -> OpSchema:
-    """The part of onnxruntime's contrib `MultiHeadAttention` schema used here (onnxscript needs a schema)."""
+    """The part of onnxruntime's contrib `MultiHeadAttention` schema used here and in turn_attention.py
+    (onnxscript needs a schema)."""
+    optional = OpSchema.FormalParameterOption.Optional
     return OpSchema(
         "MultiHeadAttention",
         MS_DOMAIN,
         1,
-        inputs=[OpSchema.FormalParameter(n, "T") for n in ("query", "key", "value")],
+        inputs=[
+            OpSchema.FormalParameter("query", "T"),
+            OpSchema.FormalParameter("key", "T"),
+            OpSchema.FormalParameter("value", "T"),
+            OpSchema.FormalParameter("bias", "T", param_option=optional),
+            OpSchema.FormalParameter("key_padding_mask", "M", param_option=optional),
+        ],
         outputs=[OpSchema.FormalParameter("output", "T")],
-        type_constraints=[("T", ["tensor(float)", "tensor(float16)"], "")],
+        type_constraints=[("T", ["tensor(float)", "tensor(float16)"], ""), ("M", ["tensor(int32)"], "")],
         attributes=[
             OpSchema.Attribute("num_heads", OpSchema.AttrType.INT, ""),
             OpSchema.Attribute("scale", OpSchema.AttrType.FLOAT, ""),
@@ -86,18 +94,27 @@ def _ints(*values: int):
     return op.Constant(value=ir.tensor(np.array(values, dtype=np.int64)))
 
 
-def _memory_attention_mha(q, mem_k, mem_v, q_heads: int):
-    kv_heads, head_dim = mem_k.shape[1], mem_k.shape[3]
+def grouped_mha(q, k, v, key_padding_mask, q_heads: int, kv_heads: int, head_dim: int):
+    """One `MultiHeadAttention` node for q [B, T, Hq*hd] with Hq = G * Hkv grouped heads: the G query heads of a
+    K/V head are folded into the query rows (and back for the output). `key_padding_mask`: int32 [B, S] or None."""
     groups = q_heads // kv_heads
     swap = [0, 1, 3, 2, 4]  # (kv, g) <-> (g, kv) within a token
     if groups > 1:  # [B, T, (kv, g, d)] -> [B, T * G, (kv, d)]
         q = op.Reshape(q, _ints(0, 0, kv_heads, groups, head_dim))
         q = op.Reshape(op.Transpose(q, perm=swap), _ints(0, -1, kv_heads * head_dim))
-    out = _MHA(q, mem_k, mem_v, num_heads=kv_heads, scale=1.0 / math.sqrt(head_dim))
+    scale = 1.0 / math.sqrt(head_dim)
+    if key_padding_mask is None:
+        out = _MHA(q, k, v, num_heads=kv_heads, scale=scale)
+    else:
+        out = _MHA(q, k, v, None, key_padding_mask, num_heads=kv_heads, scale=scale)
     if groups > 1:  # [B, T * G, (kv, d)] -> [B, T, (kv, g, d)]
         out = op.Reshape(out, _ints(0, -1, groups, kv_heads, head_dim))
         out = op.Reshape(op.Transpose(out, perm=swap), _ints(0, -1, q_heads * head_dim))
     return out
+
+
+def _memory_attention_mha(q, mem_k, mem_v, q_heads: int):
+    return grouped_mha(q, mem_k, mem_v, None, q_heads, mem_k.shape[1], mem_k.shape[3])
 
 
 def translation_table() -> dict:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import turn_attention
 from .cached_attention import cached_attention, supports
 from .config import BlockConfig, DecoderConfig, EncoderConfig, RxTConfig
 from .layers import (
@@ -71,6 +72,17 @@ class Block(nn.Module):
             k_all, v_all = heads_first(k), heads_first(v)
         x = x + attn.attend(q, k_all, v_all, bias, h)
         return self._memory_and_ffn(x, cos, sin, mem_k, mem_v), new_k, new_v
+
+    def encode(self, x, cos, sin, bias, mask):
+        """Encoder use: x [B, T, D] attends over itself with the padding `bias` [B, 1, 1, T] (`mask` [B, T]
+        describes the same padding); exported with contrib ops, the attention is one fused node
+        (export/turn_attention.py)."""
+        h = self.norm_self(x)
+        attn = self.self_attn
+        q = apply_rope(attn.queries(h), cos, sin)
+        k, v = attn.keys_values(h)
+        x = x + turn_attention.attend(attn, q, apply_rope(k, cos, sin), v, bias, mask, h)
+        return self._memory_and_ffn(x, cos, sin, None, None)
 
     def forward_static(self, x, cos, sin, seqlens_k, cache_k, cache_v, rotary, mem_k=None, mem_v=None):
         """Static-cache decoding (export/cached_attention.py): x [B, T, D]; cache_k/v [B, Hkv, T_max, hd] come
@@ -213,7 +225,7 @@ class Encoder(nn.Module):
         bias = padding_bias(attention_mask, x.dtype)
         hidden = []
         for blk in self.blocks:
-            x, _, _ = blk(x, cos, sin, bias)
+            x = blk.encode(x, cos, sin, bias, attention_mask)
             hidden.append(x)
         return torch.stack(hidden, dim=0)
 

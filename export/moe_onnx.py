@@ -4,15 +4,24 @@ The translation is traced by onnxscript while `torch.onnx.export` runs; it sees 
 values, so it writes their re-layout as ops (Reshape, Gather, Transpose) and `fold_expert_layouts` evaluates
 those ops into new initializers afterwards: the saved graph holds each expert weight once, in the op's layout,
 and onnxruntime has nothing to fold (or to hold twice) when it loads the graph.
+
+The fold is lazy by default: each new initializer is an `ir.LazyTensor` computed from the (torch-owned) weight
+when `program.save` writes it, one at a time. An eager fold would hold a second copy of every expert weight
+(almost all of a Beta-sized model) until the save. Both folds give the same bytes (tests/test_beta_scale.py).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
+import numpy as np
 import onnx_ir as ir
 from onnx.defs import OpSchema
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 from onnxscript import opset18 as op
 from onnxscript.optimizer import fold_constants
+from onnxscript.optimizer._constant_folding import FOLDED_FROM_KEY
 from onnxscript.values import Op, Opset
 from rxt_edge.runtimes.operators import MS_DOMAIN
 
@@ -104,9 +113,10 @@ def _layout_nodes(model: ir.Model) -> set[ir.Node]:
     return found
 
 
-def fold_expert_layouts(model: ir.Model) -> int:
+def fold_expert_layouts(model: ir.Model, lazy: bool = True) -> int:
     """Fold the weight re-layout ops feeding every contrib MoE node into initializers (see the module
-    docstring); returns how many nodes were folded. Nothing else in the graph is touched."""
+    docstring); returns how many nodes were folded. Nothing else in the graph is touched.
+    `lazy`: the new initializers are computed when saved (no second copy of the experts in memory)."""
     targets = _layout_nodes(model)
     if not targets:
         return 0
@@ -115,7 +125,10 @@ def fold_expert_layouts(model: ir.Model) -> int:
     ):
         raise ValueError("an expert weight of a MoE node is not a constant")
     before = len(list(model.graph))
-    fold_constants(model, should_fold=lambda node: node in targets)
+    if lazy and all(_lazy_foldable(n) for n in targets):
+        _fold_lazily(model, targets)
+    else:
+        fold_constants(model, should_fold=lambda node: node in targets)
     RemoveUnusedNodesPass()(model)
     for name in [n for n, v in model.graph.initializers.items() if not v.uses() and not v.is_graph_output()]:
         model.graph.initializers.pop(name)
@@ -125,3 +138,82 @@ def fold_expert_layouts(model: ir.Model) -> int:
     if left:
         raise ValueError(f"could not fold the expert weight layout ops {sorted(n.op_type for n in left)}")
     return before - len(list(model.graph))
+
+
+def _reshape(x: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    return x.reshape(_reshaped(x.shape, shape))
+
+
+def _reshaped(dims: tuple[int, ...], shape: np.ndarray) -> tuple[int, ...]:
+    """ONNX Reshape's output shape (allowzero=0: a 0 keeps the input's dim, one -1 takes the rest)."""
+    out = [dims[i] if d == 0 else int(d) for i, d in enumerate(shape.tolist())]
+    if -1 in out:
+        known = math.prod(d for d in out if d != -1)
+        out[out.index(-1)] = math.prod(dims) // known if known else 0
+    return tuple(out)
+
+
+# The ops `_routed_experts_moe` writes to re-lay expert weights (fed by Constant nodes): numpy for the values,
+# and the output shapes without data.
+_LAYOUT_OPS: dict[str, tuple[Callable, Callable]] = {
+    "Reshape": (
+        lambda x, s, a: _reshape(x, s),
+        lambda dims, s, a: _reshaped(dims, s),
+    ),
+    "Gather": (
+        lambda x, i, a: np.take(x, i, axis=a.get("axis", 0)),
+        lambda dims, i, a: (
+            dims[: a.get("axis", 0) % len(dims)] + i.shape + dims[a.get("axis", 0) % len(dims) + 1 :]
+        ),
+    ),
+    "Transpose": (
+        lambda x, a: np.transpose(x, a["perm"]),
+        lambda dims, a: tuple(dims[p] for p in a["perm"]),
+    ),
+}
+
+
+def _lazy_foldable(node: ir.Node) -> bool:
+    """A node `_fold_lazily` computes exactly as onnx does (anything else goes to the eager fold)."""
+    if node.domain != "" or (node.op_type != "Constant" and node.op_type not in _LAYOUT_OPS):
+        return False
+    allowzero = node.attributes.get("allowzero")
+    return allowzero is None or allowzero.value == 0
+
+
+def _fold_lazily(model: ir.Model, targets: set[ir.Node]) -> None:
+    """What `fold_constants(should_fold=targets)` does to these nodes (each output becomes an initializer of
+    the same name, with the same `folded_from` record, in graph order), but each value is a LazyTensor: the
+    expert weights are re-laid out one at a time when the graph is saved."""
+    graph = model.graph
+    for node in [n for n in graph if n in targets and n.op_type != "Constant"]:
+        evaluate, infer = _LAYOUT_OPS[node.op_type]
+        attrs = {k: a.value for k, a in node.attributes.items()}
+        data, *small = [ir.convenience.get_const_tensor(v) for v in node.inputs]
+        if data is None or any(t is None for t in small):
+            raise ValueError(f"an input of the expert layout node {node.name} is not a constant")
+        small = [t.numpy() for t in small]  # shapes, indices: a few integers
+        out = node.outputs[0]
+        shape = infer(tuple(data.shape.numpy()), *small, attrs)
+
+        def compute(data=data, small=small, attrs=attrs, evaluate=evaluate) -> ir.Tensor:
+            return ir.tensor(np.ascontiguousarray(evaluate(data.numpy(), *small, attrs)))
+
+        folded = ir.Value(
+            name=out.name,
+            type=ir.TensorType(data.dtype),
+            shape=ir.Shape(shape),
+            const_value=ir.LazyTensor(compute, data.dtype, ir.Shape(shape), name=out.name),
+        )
+        origin: set[str] = set()
+        for v in node.inputs:
+            if v is not None:
+                origin |= v.meta.get(FOLDED_FROM_KEY, set()) | {v.name}
+        folded.meta[FOLDED_FROM_KEY] = origin
+        folded.metadata_props[FOLDED_FROM_KEY] = repr(sorted(origin))
+        graph.register_initializer(folded)
+        inputs = [v for v in node.inputs if v is not None]
+        ir.convenience.replace_nodes_and_values(graph, node, [node], [], node.outputs, [folded])
+        for v in inputs:  # an input nothing reads any more goes, as in fold_constants
+            if v.is_initializer() and not v.uses() and not v.is_graph_output():
+                graph.initializers.pop(v.name)

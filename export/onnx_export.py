@@ -23,7 +23,7 @@ from rxt_edge import contract
 from rxt_edge.manifest import Manifest, ManifestError
 from rxt_edge.package_writer import PackageWriteError, PackageWriter
 
-from . import cached_attention, memory_attention, rotary
+from . import cached_attention, memory_attention, rotary, turn_attention
 from .checkpoints import SourceInfo
 from .graph_fusions import (
     fold_memory_head_groups,
@@ -33,6 +33,7 @@ from .graph_fusions import (
     pack_attention_qkv,
 )
 from .graphs import example_inputs, model_dims, wrapper
+from .memory_fusions import TURN_GRAPHS, fuse_turn_graph
 from .model import RxTModel
 from .moe import contrib_export
 from .moe_onnx import fold_expert_layouts
@@ -81,6 +82,7 @@ def export_graph(
         open(os.devnull, "w") as devnull,
         contextlib.redirect_stdout(devnull),
         contrib_export(fuse) as moe_table,  # routed experts -> com.microsoft.MoE
+        turn_attention.fused_export(fuse),  # per-turn attentions -> com.microsoft.MultiHeadAttention
     ):
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
@@ -97,6 +99,7 @@ def export_graph(
                 **cached_attention.translation_table(),
                 **memory_attention.translation_table(),
                 **rotary.translation_table(),
+                **turn_attention.translation_table(),
             },
             dynamo=True,
             optimize=True,
@@ -104,14 +107,26 @@ def export_graph(
         )
     if fuse:
         fold_expert_layouts(program.model)
-        fuse_rope(program.model)
+        fuse_rope(program.model, float16=graph in TURN_GRAPHS)
         fold_memory_head_groups(program.model)
         fuse_shared_input_matmuls(program.model)
         pack_attention_qkv(program.model)
         fuse_skip_rms_norm(program.model)
+        fuse_turn_graph(program.model, graph)  # per-turn graphs: shared subexpressions, constants
         # what the fusions left unread (onnxruntime would warn about every such initializer at each load)
         RemoveUnusedNodesPass()(program.model)
     program.save(str(path), external_data=n_bytes > EXTERNAL_DATA_BYTES)
+
+
+def _release(model: RxTModel) -> None:
+    """Free every weight of `model` (left with empty tensors: unusable) so that the memory goes back."""
+    import gc
+
+    gc.collect()  # the exporters' cycles may still reach the parameters
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            t.data = torch.empty(0, dtype=t.dtype)
+    gc.collect()
 
 
 def check_graph(path: Path) -> None:
@@ -167,12 +182,16 @@ def export_package(
     progress: Callable[[str], None] | None = None,
     fuse: bool = True,
     kv_cache: str = "auto",
+    release_weights: bool = False,
 ) -> Manifest:
     """Write a complete model package to `output` (atomically) and return its manifest.
 
     `fuse`: rewrite RoPE into onnxruntime's RotaryEmbedding contrib op and merge projections of one input
     into one MatMul (export/graph_fusions.py). `kv_cache`: the decoder's cache layout (`contract.KV_CACHES`;
-    "auto": static, with GroupQueryAttention, wherever the model's attention and `fuse` allow it)."""
+    "auto": static, with GroupQueryAttention, wherever the model's attention and `fuse` allow it).
+    `release_weights`: the caller gives `model` up: its weights are freed once every graph is written, and
+    the onnxruntime loads that check the graphs run after that (a Beta-sized fp32 decoder does not fit in
+    onnxruntime beside the torch model on a 24 GB machine; docs/benchmarks.md)."""
     if precision not in PRECISIONS:
         raise ExportError(f"precision {precision!r} is not supported; choose one of {sorted(PRECISIONS)}")
     kv_cache = resolve_kv_cache(model, kv_cache, fuse)
@@ -190,8 +209,8 @@ def export_package(
         raise ExportError(str(e)) from None
     with writer:
         dims = model_dims(model)
-        if PRECISIONS[precision] != torch.float32:  # Module.to() is in place: never change the caller's model
-            model = copy.deepcopy(model)
+        if PRECISIONS[precision] != torch.float32 and not release_weights:
+            model = copy.deepcopy(model)  # Module.to() is in place: never change the caller's model
         model = model.to(PRECISIONS[precision]).eval()
         graphs = {}
         for name in contract.GRAPH_NAMES:
@@ -201,14 +220,26 @@ def export_package(
             try:
                 with torch.no_grad():
                     export_graph(model, name, path, precision, opset, fuse, _cache_of(name, kv_cache))
-                check_graph(path)
+                if not release_weights:
+                    check_graph(path)
             except Exception as e:  # noqa: BLE001 - any exporter failure is reported with the graph name
                 raise ExportError(f"exporting the {name} graph failed: {type(e).__name__}: {e}") from e
+        stm = model.initial_stm.detach().float().cpu().numpy().astype(NP_DTYPES[precision])
+        np.save(writer.path("initial_stm.npy"), stm, allow_pickle=False)
+        if release_weights:
+            del stm
+            _release(model)
+            for name in contract.GRAPH_NAMES:
+                if progress:
+                    progress(f"{name} (onnxruntime check)")
+                try:
+                    check_graph(writer.path(f"{name}.onnx"))
+                except Exception as e:  # noqa: BLE001 - reported with the graph name, nothing committed
+                    raise ExportError(f"checking the {name} graph failed: {type(e).__name__}: {e}") from e
+        for name in contract.GRAPH_NAMES:
             graphs[name] = writer.graph_entry(
                 name, dims, precision, NP_DTYPES[precision], _cache_of(name, kv_cache)
             )
-        stm = model.initial_stm.detach().float().cpu().numpy().astype(NP_DTYPES[precision])
-        np.save(writer.path("initial_stm.npy"), stm, allow_pickle=False)
         tok_name = "tokenizer.json" if tok_kind == "tokenizers" else "tokenizer.model"
         writer.copy_in(tok_file, tok_name)
         manifest_json = {

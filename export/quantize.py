@@ -36,6 +36,9 @@ from rxt_edge import contract
 from rxt_edge.manifest import Manifest, ManifestError, load_manifest, verify_files
 from rxt_edge.package_writer import PackageWriteError, PackageWriter
 
+from .quantize_io import graph_bytes, load_deferred, load_graph
+from .quantize_memory_kv import available as memory_kv_available
+from .quantize_memory_kv import rewrite as rewrite_memory_kv
 from .quantize_moe import experts_record, quantize_experts
 from .quantize_nbits import BLOCK_SCHEMES, BlockConfig, block_config, block_widths, plan_passes
 
@@ -234,12 +237,12 @@ def _quiet():
         root.setLevel(level)
 
 
-def _load(path: Path) -> onnx.ModelProto:
-    return onnx.load(str(path), load_external_data=True)
+def _load(path: Path, defer_experts: bool = False) -> onnx.ModelProto:
+    return load_graph(path, defer_experts)  # export/quantize_io.py: graphs past 2 GB
 
 
 def _save(model: onnx.ModelProto, path: Path) -> None:
-    big = model.ByteSize() > EXTERNAL_DATA_BYTES
+    big = graph_bytes(model) > EXTERNAL_DATA_BYTES
     onnx.save_model(
         model,
         str(path),
@@ -276,7 +279,7 @@ def quantize_graph_dynamic(
             weight_type=wtype,
             nodes_to_quantize=take,
             nodes_to_exclude=leave,
-            use_external_data_format=model.ByteSize() > EXTERNAL_DATA_BYTES,
+            use_external_data_format=graph_bytes(model) > EXTERNAL_DATA_BYTES,
             extra_options={
                 "WeightSymmetric": preset.weight_symmetric,
                 "ActivationSymmetric": preset.activation_symmetric,
@@ -380,6 +383,7 @@ def quantize_package(
     accuracy_level: int | None = None,
     symmetric: bool | None = None,
     head_bits: int | None = None,
+    memory_kv: str | None = None,
 ) -> QuantizeResult:
     """Write a quantized copy of the fp32 package `source` to `output` (atomically) and return its manifest.
 
@@ -387,7 +391,8 @@ def quantize_package(
     default of the scheme; `reduce_range` and `per_channel` override the preset's (`per_channel=False`: one
     weight scale per matrix, 7-11% faster decode on our CPU at a small cost in exactness, docs/quantization.md).
     `block_size`, `accuracy_level`, `symmetric` and `head_bits` override the settings of the MatMulNBits
-    schemes (`BLOCK_SCHEMES`).
+    schemes (`BLOCK_SCHEMES`). `memory_kv`: the memory cross-attention K/V form (`contract.MEMORY_KVS`,
+    export/quantize_memory_kv.py); default "float"; "int8" for the CPU schemes and a static-cache decoder.
     """
     if scheme not in SCHEMES:
         raise QuantizeError(f"scheme: {scheme!r} is not supported; choose one of {list(SCHEMES)}")
@@ -435,26 +440,34 @@ def quantize_package(
 
     dims = manifest.model
     fdt = "float16" if scheme == "fp16" else "float32"
+    memory_kv = _memory_kv_form(memory_kv, scheme, src / manifest.graphs[contract.DECODER].file, dims)
     with writer:
         counts: dict[str, int] = {}
         experts: dict[str, dict | None] = {}  # routed experts -> QMoE (export/quantize_moe.py)
         data = manifest.to_json()
         for name in contract.GRAPH_NAMES:
             gpath = src / manifest.graphs[name].file
-            if name not in scope.graphs:  # copied as is: same files, same hashes
+            rewrites_kv = memory_kv != "float" and name != contract.ENCODER
+            if name not in scope.graphs and not rewrites_kv:  # copied as is: same files, same hashes
                 for ref in (manifest.graphs[name].ref, *manifest.graphs[name].external_data):
                     writer.copy_in(src / ref.file, ref.file)
                 continue
             dest = writer.path(f"{name}.onnx")
             if progress:
                 progress(name)
-            model = _load(gpath)
+            experts_here = name in scope.graphs and scheme != "fp16"
+            model = _load(gpath, defer_experts=experts_here)  # read one layer at a time by quantize_experts
             _name_nodes(model)
             try:
-                if scheme == "fp16":
+                if rewrites_kv:
+                    rewrite_memory_kv(model, name, dims, manifest.graphs[name].kv_cache)
+                if name not in scope.graphs:
+                    _save(model, dest)
+                elif scheme == "fp16":
                     counts[name] = convert_graph_fp16(model, dest)
                 else:
-                    experts[name] = quantize_experts(model, scheme)
+                    experts[name] = quantize_experts(model, scheme, gpath.parent)
+                    load_deferred(model, gpath.parent)  # experts kept fp32, if any
                     if scope.head and name == contract.DECODER:
                         head_gemm_to_matmul(model, dims.vocab_size)
                     roles = classify_nodes(model, dims.vocab_size, dims.dim)
@@ -473,7 +486,9 @@ def quantize_package(
                 raise QuantizeError(
                     f"quantizing the {name} graph ({scheme}) failed: {type(e).__name__}: {e}"
                 ) from e
-            data["graphs"][name] = writer.graph_entry(name, dims, scheme, fdt, manifest.graphs[name].kv_cache)
+            data["graphs"][name] = writer.graph_entry(
+                name, dims, scheme, fdt, manifest.graphs[name].kv_cache, memory_kv if rewrites_kv else "float"
+            )
 
         stm_name = Path(manifest.initial_stm.file).name
         if fdt == "float32":  # unchanged: the same bytes and hash
@@ -489,8 +504,27 @@ def quantize_package(
         data["precision"] = scheme
         data["quantization"] = _quantization_record(manifest, scheme, dyn, block, scope, counts)
         data["quantization"].update(experts_record(experts))
+        data["quantization"]["memory_kv"] = memory_kv
         new_manifest = writer.commit(data)
     return QuantizeResult(out, new_manifest, scheme, preset, scope, counts)
+
+
+def _memory_kv_form(asked: str | None, scheme: str, decoder: Path, dims: contract.ModelDims) -> str:
+    """The memory K/V form to write: `asked` (default float), checked against the scheme and the decoder."""
+    if asked is not None and asked not in contract.MEMORY_KVS:
+        raise QuantizeError(f"memory_kv: {asked!r} is not one of {list(contract.MEMORY_KVS)}")
+    if asked is None or asked == "float":  # int8 costs the demo 2-8 points of recall (docs/quantization.md)
+        return "float"
+    if scheme not in CPU_SCHEMES:
+        raise QuantizeError(
+            f"memory_kv int8 is a CPU form (DynamicQuantizeMatMul); {scheme} packages keep float"
+        )
+    if not memory_kv_available(onnx.load(str(decoder), load_external_data=False), dims):
+        raise QuantizeError(
+            "memory_kv int8 needs the static-cache decoder's fused memory attention (export with the default "
+            "kv_cache); this package's decoder does not have it"
+        )
+    return "int8"
 
 
 def _quantization_record(

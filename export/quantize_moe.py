@@ -28,6 +28,7 @@ an activation the MoE op lacks). A layer's several shared experts (RxT-Beta's 2)
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -154,8 +155,11 @@ def experts_record(records: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
     return {"experts": found} if found else {}
 
 
-def quantize_experts(model: onnx.ModelProto, scheme: str) -> dict[str, Any] | None:
+def quantize_experts(model: onnx.ModelProto, scheme: str, base_dir: str | Path = "") -> dict[str, Any] | None:
     """Replace every `com.microsoft.MoE` node of `model` (in place) by a QMoE node with the scheme's bits.
+
+    Expert weights may still be external data (`quantize_io.load_graph(defer_experts=True)`): each is read
+    from `base_dir` when its node is converted, so one layer's fp32 experts are in memory at a time.
 
     Returns None when the graph has no MoE node (or the scheme quantizes no weights, e.g. fp16); otherwise the
     record for the package's quantization entry: how many nodes became QMoE, their bits, block sizes and
@@ -176,8 +180,8 @@ def quantize_experts(model: onnx.ModelProto, scheme: str) -> dict[str, Any] | No
         if reason is not None:
             kept[label] = reason
             continue
-        fc1 = numpy_helper.to_array(inits[node.input[2]])
-        fc2 = numpy_helper.to_array(inits[node.input[4]])
+        fc1 = numpy_helper.to_array(inits[node.input[2]], str(base_dir))
+        fc2 = numpy_helper.to_array(inits[node.input[4]], str(base_dir))
         block = choose_block(fc2.shape[1], fc2.shape[2], bits)
         blocks.add(block)
         names = []

@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rxt_edge import contract
 from rxt_edge.session import RxTSession
 
 from .graph_driver import GraphDriver
 from .model import RxTModel
+from .quantize_memory_kv import dequantized
 from .torch_chat import TorchConversation
 
 # Documented in docs/verify.md.
@@ -94,8 +96,9 @@ def verify_package(
     session = RxTSession.load(package_dir)
     precision = session.package.manifest.precision
     fdt = session.package.float_dtype
+    memory_kv = session.package.manifest.graphs[contract.DECODER].memory_kv
     tol = TOLERANCES.get(precision, TOLERANCES["fp16"])
-    graphs = GraphDriver(session.package)
+    graphs = GraphDriver(session.package, sessions=session.engine.graphs.sessions)  # one copy of the weights
     model = model.float().eval()
     ref = TorchConversation(model)
     conv = session.conversation()
@@ -110,7 +113,10 @@ def verify_package(
         kv = graphs.memory_kv(_np(ref.stm, fdt))
         tk, tv = model.memory_kv(ref.stm)
         kv_ref = [x for pair in zip(tk, tv, strict=True) for x in pair]
-        kv_diff = max(float(np.abs(a - _np(b, np.float32)).max()) for a, b in zip(kv, kv_ref, strict=True))
+        kv_float = dequantized(kv) if memory_kv == "int8" else kv
+        kv_diff = max(
+            float(np.abs(a - _np(b, np.float32)).max()) for a, b in zip(kv_float, kv_ref, strict=True)
+        )
         past, tokens, logit_diff = graphs.empty_past(), turn.prompt, 0.0
         for step, ref_logits in enumerate(turn.step_logits):
             logits, past = graphs.decode(tokens, past, kv)

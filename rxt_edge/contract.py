@@ -21,12 +21,26 @@ GRAPH_NAMES = (DECODER, ENCODER, MEMORY_UPDATE, MEMORY_KV)
 # (GroupQueryAttention: fixed shapes and addresses, what fused kernels and CUDA-graph capture need).
 KV_CACHES = ("dynamic", "static")
 SEQLENS = "seqlens_k"  # static decoder: int32 [batch], tokens in the cache after this run minus one
+# How the memory graphs hand the decoder each memory layer's cross-attention keys and values
+# (docs/graph-contract.md): "float" in the graphs' float dtype, [B, Hkv, S, hd]; "int8" (CPU-quantized packages):
+# keys transposed to [B, Hkv, hd, S] with one float32 scale per slot, values [B, Hkv, S, hd] with one per channel
+# (symmetric), read by DynamicQuantizeMatMul - a quarter of the bytes every generated token reads from the STM.
+MEMORY_KVS = ("float", "int8")
+
+
+TENSOR_DTYPES = (
+    "float32",
+    "float16",
+    "int8",
+    "int32",
+    "int64",
+)  # what graph I/O may be (the manifest schema's)
 
 
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
-    dtype: str  # "float32" | "float16" | "int64"
+    dtype: str  # one of TENSOR_DTYPES
     shape: tuple[int | str, ...]
 
     def to_json(self) -> dict:
@@ -93,16 +107,42 @@ def memory_value(i: int) -> str:
     return f"memory_value.{i}"
 
 
-def _memory_kv_specs(d: ModelDims, fdt: str) -> list[TensorSpec]:
-    shape = ("batch", d.cross_kv_heads, d.stm_slots, d.head_dim)
+def memory_key_scale(i: int) -> str:
+    return f"memory_key_scale.{i}"
+
+
+def memory_value_scale(i: int) -> str:
+    return f"memory_value_scale.{i}"
+
+
+def memory_kv_specs(d: ModelDims, fdt: str, memory_kv: str = "float") -> list[TensorSpec]:
+    """The memory cross-attention K/V tensors (and, for "int8", their scales), layer by layer."""
+    if memory_kv not in MEMORY_KVS:
+        raise ValueError(f"unknown memory_kv {memory_kv!r}; expected one of {MEMORY_KVS}")
+    h, s, hd = d.cross_kv_heads, d.stm_slots, d.head_dim
     out = []
     for i in range(d.memory_layers):
-        out += [TensorSpec(memory_key(i), fdt, shape), TensorSpec(memory_value(i), fdt, shape)]
+        if memory_kv == "int8":
+            out += [
+                TensorSpec(memory_key(i), "int8", ("batch", h, hd, s)),
+                TensorSpec(memory_key_scale(i), "float32", (s,)),
+                TensorSpec(memory_value(i), "int8", ("batch", h, s, hd)),
+                TensorSpec(memory_value_scale(i), "float32", (hd,)),
+            ]
+        else:
+            out += [
+                TensorSpec(memory_key(i), fdt, ("batch", h, s, hd)),
+                TensorSpec(memory_value(i), fdt, ("batch", h, s, hd)),
+            ]
     return out
 
 
 def graph_io(
-    d: ModelDims, graph: str, float_dtype: str = "float32", kv_cache: str = "dynamic"
+    d: ModelDims,
+    graph: str,
+    float_dtype: str = "float32",
+    kv_cache: str = "dynamic",
+    memory_kv: str = "float",
 ) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """(inputs, outputs) of one graph.
 
@@ -114,10 +154,14 @@ def graph_io(
     decoder, `kv_cache="static"`: `past_*` and `present_*` are the same `[batch, kv_heads, max_seq_len,
     head_dim]` buffer (bind one memory to both); `seqlens_k` (int32 [batch]) says how many tokens the cache
     holds after this run, minus one; positions are `seqlens_k + 1 - seq + arange(seq)`.
-    Only the last position's logits leave the graph.
+    Only the last position's logits leave the graph. `memory_kv`: the memory K/V form (`MEMORY_KVS`) of the
+    decoder, memory-update and memory-K/V graphs.
     """
     if kv_cache not in KV_CACHES:
         raise ValueError(f"unknown kv_cache {kv_cache!r}; expected one of {KV_CACHES}")
+    if graph == ENCODER and memory_kv != "float":
+        raise ValueError("memory_kv applies to the graphs that carry the memory K/V, not the encoder")
+    mkv = memory_kv_specs(d, float_dtype, memory_kv)
     f = float_dtype
     stm = TensorSpec("stm", f, (d.memory_layers, "batch", d.stm_slots, d.dim))
     encoded = TensorSpec("encoded", f, (d.memory_layers, "batch", "seq", d.dim))
@@ -130,7 +174,7 @@ def graph_io(
         for i in range(d.decoder_layers):
             ins += [TensorSpec(past_key(i), f, cache), TensorSpec(past_value(i), f, cache)]
             outs += [TensorSpec(present_key(i), f, cache), TensorSpec(present_value(i), f, cache)]
-        return ins + _memory_kv_specs(d, f), outs
+        return ins + mkv, outs
     if graph == DECODER:
         kv_past = ("past_seq", "batch", d.self_kv_heads, d.head_dim)
         kv_new = ("seq", "batch", d.self_kv_heads, d.head_dim)
@@ -139,16 +183,16 @@ def graph_io(
         for i in range(d.decoder_layers):
             ins += [TensorSpec(past_key(i), f, kv_past), TensorSpec(past_value(i), f, kv_past)]
             outs += [TensorSpec(new_key(i), f, kv_new), TensorSpec(new_value(i), f, kv_new)]
-        ins += _memory_kv_specs(d, f)
+        ins += mkv
         return ins, outs
     if kv_cache != "dynamic":
         raise ValueError(f"kv_cache applies to the decoder only, not {graph!r}")
     if graph == ENCODER:
         return [ids, mask], [encoded]
     if graph == MEMORY_UPDATE:
-        return [stm, encoded, mask], [TensorSpec("new_stm", f, stm.shape)] + _memory_kv_specs(d, f)
+        return [stm, encoded, mask], [TensorSpec("new_stm", f, stm.shape)] + mkv
     if graph == MEMORY_KV:
-        return [stm], _memory_kv_specs(d, f)
+        return [stm], mkv
     raise ValueError(f"unknown graph {graph!r}; expected one of {GRAPH_NAMES}")
 
 

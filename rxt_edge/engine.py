@@ -36,6 +36,7 @@ _GRAPH_ERRORS = frozenset(
 _ORT_TYPES = {
     "float32": "tensor(float)",
     "float16": "tensor(float16)",
+    "int8": "tensor(int8)",
     "int32": "tensor(int32)",
     "int64": "tensor(int64)",
 }
@@ -170,10 +171,12 @@ class DeviceBuffers:
     def __init__(self, device: str, device_id: int, dtype: np.dtype):
         self.device, self.device_id, self.dtype = device, device_id, np.dtype(dtype)
 
-    def empty(self, shape: tuple[int, ...]) -> ort.OrtValue:
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype | str | None = None) -> ort.OrtValue:
+        """A buffer of `shape` in the package's float dtype (or `dtype`)."""
+        dtype = self.dtype if dtype is None else np.dtype(dtype)
         if self.device == "cpu":  # aliases numpy memory; zeroed so unused rows are finite
-            return ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, self.dtype))
-        return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), self.dtype, self.device, self.device_id)
+            return ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype))
+        return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, self.device, self.device_id)
 
     def zeros(self, shape: tuple[int, ...]) -> ort.OrtValue:
         """A zero-filled buffer on the device. For memory a kernel reads before anything is written there: fused
@@ -190,12 +193,14 @@ class DeviceBuffers:
 class MemoryState:
     """Double-buffered STM and its cross-attention K/V: an update writes the spare set, then the sets swap."""
 
-    def __init__(self, dims: ModelDims, buf: DeviceBuffers):
+    def __init__(self, dims: ModelDims, buf: DeviceBuffers, memory_kv: str = "float"):
         stm_shape = (dims.memory_layers, 1, dims.stm_slots, dims.dim)
-        kv_shape = (1, dims.cross_kv_heads, dims.stm_slots, dims.head_dim)
         self.stm = [buf.empty(stm_shape) for _ in range(2)]
-        self.keys = [[buf.empty(kv_shape) for _ in range(dims.memory_layers)] for _ in range(2)]
-        self.values = [[buf.empty(kv_shape) for _ in range(dims.memory_layers)] for _ in range(2)]
+        specs = contract.memory_kv_specs(dims, buf.dtype.name, memory_kv)  # K/V (and scales) per layer
+        self.kv = [
+            {s.name: buf.empty(tuple(1 if d == "batch" else d for d in s.shape), s.dtype) for s in specs}
+            for _ in range(2)
+        ]
         self.active = 0
 
     @property
@@ -203,14 +208,12 @@ class MemoryState:
         return 1 - self.active
 
     def bind_kv_outputs(self, binding: ort.IOBinding, which: int) -> None:
-        for i, (k, v) in enumerate(zip(self.keys[which], self.values[which], strict=True)):
-            binding.bind_ortvalue_output(contract.memory_key(i), k)
-            binding.bind_ortvalue_output(contract.memory_value(i), v)
+        for name, buffer in self.kv[which].items():
+            binding.bind_ortvalue_output(name, buffer)
 
     def bind_kv_inputs(self, binding: ort.IOBinding, which: int) -> None:
-        for i, (k, v) in enumerate(zip(self.keys[which], self.values[which], strict=True)):
-            binding.bind_ortvalue_input(contract.memory_key(i), k)
-            binding.bind_ortvalue_input(contract.memory_value(i), v)
+        for name, buffer in self.kv[which].items():
+            binding.bind_ortvalue_input(name, buffer)
 
 
 class Engine:
@@ -237,6 +240,7 @@ class Engine:
         self.special = dict(package.manifest.special_tokens)
         _check_slot_fits(self.dims, package.float_dtype)
         self.kv_cache = package.manifest.graphs[contract.DECODER].kv_cache
+        self.memory_kv = package.manifest.graphs[contract.DECODER].memory_kv
         self.cuda_graph = _use_cuda_graph(cuda_graph, provider, self.kv_cache)
         try:
             self.graphs = GraphSet(package, provider, threads, self.cuda_graph)
@@ -307,7 +311,7 @@ class Engine:
 
     def _new_slot(self, graph_id: int) -> DecodeSlot:
         if self.cuda_graph:
-            memory = MemoryState(self.dims, self.buffers)
+            memory = MemoryState(self.dims, self.buffers, self.memory_kv)
             return CapturedDecodeSlot(self.graphs, self.buffers, self.dims, memory, graph_id)
         return DecodeSlot(self.graphs, self.buffers, self.dims, self.kv_cache)
 
@@ -317,7 +321,7 @@ class Engine:
 
     # --- memory ---------------------------------------------------------------------------------------
     def new_memory(self) -> MemoryState:
-        return MemoryState(self.dims, self.buffers)
+        return MemoryState(self.dims, self.buffers, self.memory_kv)
 
     def stage_stm(self, memory: MemoryState, stm: np.ndarray) -> int:
         """Copy `stm` into the spare buffers and project its cross-attention K/V; return the spare index.

@@ -16,7 +16,8 @@ Fields are strict (unknown keys are errors, so typos are caught): adding a field
 Version 2 added `requires` (always written; optional on read, so version-1 packages still load); version 3 the
 decoder's `kv_cache` layout (absent: "dynamic", as every earlier package) and the `int32` dtype its `seqlens_k`
 input uses; also the optional top-level `system_prompt` (false: the model was not trained with system prompts and
-the runtime refuses one; absent: true).
+the runtime refuses one; absent: true); version 4 the `memory_kv` form of the graphs that carry the memory
+cross-attention K/V (absent: "float"; "int8" with its scales, `contract.MEMORY_KVS`) and the `int8` tensor dtype.
 
 Every error is a `ManifestError` whose message starts with the field path, e.g.
 `graphs.decoder.inputs[3].shape: expected [...], got [...]`.
@@ -39,7 +40,16 @@ from ._atomic import atomic_write_bytes
 from .contract import ModelDims, TensorSpec, graph_io
 
 FORMAT = "rxt-edge-package"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
+
+
+def format_version_needed(manifest: dict[str, Any]) -> int:
+    """The lowest `format_version` that can describe `manifest` (JSON form): what writers stamp, so that a package
+    using nothing newer stays readable by the runtimes already installed (version 3 covers all but `memory_kv`)."""
+    graphs = manifest.get("graphs", {}).values()
+    return 4 if any(g.get("memory_kv", "float") != "float" for g in graphs) else 3
+
+
 MANIFEST_FILE = "manifest.json"
 SCHEMA_FILE = "manifest.schema.json"  # package data of `rxt_edge`
 
@@ -93,6 +103,7 @@ class GraphEntry:
     external_data: tuple[FileRef, ...] = ()
     size: int | None = None
     kv_cache: str = "dynamic"  # decoder only: contract.KV_CACHES
+    memory_kv: str = "float"  # decoder, memory_update, memory_kv: contract.MEMORY_KVS
 
     @property
     def ref(self) -> FileRef:
@@ -109,6 +120,8 @@ class GraphEntry:
         d["precision"] = self.precision
         if self.kv_cache != "dynamic":
             d["kv_cache"] = self.kv_cache
+        if self.memory_kv != "float":
+            d["memory_kv"] = self.memory_kv
         return d
 
 
@@ -386,12 +399,17 @@ def _graph(d: dict, path: str, name: str, dims: ModelDims) -> GraphEntry:
         external_data=tuple(_file_ref(r) for r in d.get("external_data", [])),
         size=None if size is None else int(size),
         kv_cache=d.get("kv_cache", "dynamic"),
+        memory_kv=d.get("memory_kv", "float"),
     )
     if entry.kv_cache != "dynamic" and name != "decoder":
         raise _err(_at(path, "kv_cache"), "only the decoder has a self-attention cache")
+    if entry.memory_kv != "float" and name == "encoder":
+        raise _err(_at(path, "memory_kv"), "the encoder does not carry the memory K/V")
     # The I/O float dtype is what the graph declares (fp16 graphs take fp16 I/O; int8 ones usually fp32).
     floats = [t.dtype for t in entry.inputs + entry.outputs if t.dtype.startswith("float")]
-    expected_in, expected_out = graph_io(dims, name, floats[0] if floats else "float32", entry.kv_cache)
+    expected_in, expected_out = graph_io(
+        dims, name, floats[0] if floats else "float32", entry.kv_cache, entry.memory_kv
+    )
     _compare_io(entry.inputs, expected_in, _at(path, "inputs"))
     _compare_io(entry.outputs, expected_out, _at(path, "outputs"))
     return entry
@@ -467,12 +485,18 @@ def _parse_manifest(v: Any) -> Manifest:
         raise ManifestError("manifest: nested too deeply") from None
     dims = _model(v["model"])
     tk = v["tokenizer"]
+    graphs = {name: _graph(g, _at("graphs", name), name, dims) for name, g in v["graphs"].items()}
+    forms = {g.memory_kv for name, g in graphs.items() if name != "encoder"}
+    if len(forms) > 1:  # the memory graphs write what the decoder reads
+        raise _err(
+            "graphs", f"the graphs disagree on memory_kv ({', '.join(sorted(forms))}): one form for all"
+        )
     return Manifest(
         model=dims,
         special_tokens=_special_tokens(v["special_tokens"], dims.vocab_size),
         tokenizer=TokenizerEntry(tk["kind"], tk["file"], tk.get("sha256")),
         initial_stm=_file_ref(v["initial_stm"]),
-        graphs={name: _graph(g, _at("graphs", name), name, dims) for name, g in v["graphs"].items()},
+        graphs=graphs,
         precision=v["precision"],
         opset=int(v["opset"]),
         source=SourceEntry(**v["source"]),

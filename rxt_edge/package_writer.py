@@ -27,11 +27,11 @@ from typing import Any
 from . import contract
 from .graph_check import package_requirements
 from .manifest import (
-    FORMAT_VERSION,
     MANIFEST_FILE,
     Manifest,
     ManifestError,
     _created_by,
+    format_version_needed,
     load_manifest,
     resolve_file,
     sha256_file,
@@ -202,13 +202,14 @@ class PackageWriter:
         precision: str,
         float_dtype: str,
         kv_cache: str = "dynamic",
+        memory_kv: str = "float",
     ) -> dict[str, Any]:
         """The manifest entry of the staged graph `<name>.onnx`: file, hashes (external data files included,
         found by their `<name>.onnx` prefix) and the contract's I/O for `dims` in `float_dtype` (the decoder's
-        for its `kv_cache` layout)."""
+        for its `kv_cache` layout; the memory K/V in their `memory_kv` form)."""
         file = f"{name}.onnx"
         extra = sorted(p.name for p in self.staging.iterdir() if p.name.startswith(file) and p.name != file)
-        ins, outs = contract.graph_io(dims, name, float_dtype, kv_cache)
+        ins, outs = contract.graph_io(dims, name, float_dtype, kv_cache, memory_kv)
         entry = self.file_entry(file)
         if extra:
             entry["external_data"] = [self.file_entry(f) for f in extra]
@@ -217,6 +218,8 @@ class PackageWriter:
         )
         if kv_cache != "dynamic":
             entry["kv_cache"] = kv_cache
+        if memory_kv != "float":
+            entry["memory_kv"] = memory_kv
         return entry
 
     # ------------------------------------------------------------ finish
@@ -228,7 +231,8 @@ class PackageWriter:
         Raises ManifestError for an invalid manifest and PackageWriteError when the destination changed
         into something that may not be replaced since the writer was made; the staging is discarded then."""
         try:
-            stamped = {**manifest, "format_version": FORMAT_VERSION, "created_by": _created_by()}
+            version = format_version_needed(manifest)
+            stamped = {**manifest, "format_version": version, "created_by": _created_by()}
             files = [g["file"] for g in manifest["graphs"].values()]  # requires: what the staged graphs use
             stamped["requires"] = package_requirements(self.staging, files).to_json()
             parsed = Manifest.from_json(stamped)

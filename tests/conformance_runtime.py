@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-FORMAT, MAX_FORMAT_VERSION = "rxt-edge-package", 3
+FORMAT, MAX_FORMAT_VERSION = "rxt-edge-package", 4
 GRAPHS = ("decoder", "encoder", "memory_update", "memory_kv")
 
 
@@ -169,11 +169,9 @@ class MinimalRuntime:
 
     # --- memory ---------------------------------------------------------------------------------------
     def _memory_names(self) -> list[str]:
-        """contract 'memory layers': memory_key.i / memory_value.i, matched by name across graphs."""
-        names = []
-        for i in range(self.dims["memory_layers"]):
-            names += [f"memory_key.{i}", f"memory_value.{i}"]
-        return names
+        """contract 'memory layers': memory_key.i / memory_value.i (and, `memory_kv` "int8", their scales): the
+        memory_kv graph's outputs, matched by name across graphs."""
+        return [t["name"] for t in self.manifest["graphs"]["memory_kv"]["outputs"]]
 
     def set_stm(self, stm: np.ndarray) -> None:
         """contract 'memory_kv': project an STM that did not come out of memory_update."""

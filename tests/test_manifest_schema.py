@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 from test_manifest import ROOT, SCHEMA_VALIDATOR, SHIPPED, _mutated, make_manifest
 
-from rxt_edge.contract import GRAPH_NAMES, KV_CACHES, ModelDims, graph_io
+from rxt_edge.contract import GRAPH_NAMES, KV_CACHES, MEMORY_KVS, TENSOR_DTYPES, ModelDims, graph_io
 from rxt_edge.graph_check import check_graphs, package_requirements
 from rxt_edge.manifest import (
     FORMAT_VERSION,
@@ -21,6 +21,7 @@ from rxt_edge.manifest import (
     Manifest,
     ManifestError,
     Requirements,
+    format_version_needed,
     load_manifest,
     manifest_schema,
     verify_files,
@@ -53,8 +54,9 @@ def test_schema_is_valid_draft_2020_12_and_matches_the_code():
     from rxt_edge.tokenizer import TOKENIZER_KINDS
 
     assert props["tokenizer"]["properties"]["kind"]["enum"] == list(TOKENIZER_KINDS)
-    assert defs["tensor"]["properties"]["dtype"]["enum"] == ["float32", "float16", "int32", "int64"]
+    assert defs["tensor"]["properties"]["dtype"]["enum"] == list(TENSOR_DTYPES)
     assert defs["graph"]["properties"]["kv_cache"]["enum"] == list(KV_CACHES)
+    assert defs["graph"]["properties"]["memory_kv"]["enum"] == list(MEMORY_KVS)
 
 
 @pytest.mark.parametrize("package", SHIPPED, ids=lambda p: p.name)
@@ -62,7 +64,7 @@ def test_shipped_manifests_validate_and_carry_requires(package):
     raw = json.loads((package / MANIFEST_FILE).read_text())
     SCHEMA_VALIDATOR.validate(raw)
     m = load_manifest(package)
-    assert m.format_version == FORMAT_VERSION
+    assert m.format_version == format_version_needed(raw)
     assert m.special_tokens["unk"] == raw["special_tokens"]["unk"]  # the demo's unk is legal
     assert m.requires == package_requirements(package, [g.file for g in m.graphs.values()])
     assert "RotaryEmbedding" in m.requires.ops["com.microsoft"]

@@ -46,8 +46,11 @@ def _torch_answers(model, queries, stm=None, max_new=MAX_NEW) -> tuple[list[list
 
 
 def _stm_close(a: np.ndarray, b: np.ndarray) -> None:
+    # float32 rounding, relative to the STM's largest value: the fused memory-write attention (one
+    # MultiHeadAttention kernel) sums in another order than torch, and random rxlm weights grow the STM to ~800
+    # (seen: 1.2e-4 of it on one element of 4096)
     scale = max(1.0, float(np.abs(b).max()))
-    np.testing.assert_allclose(a, b, atol=1e-4 * scale, rtol=0)
+    np.testing.assert_allclose(a, b, atol=3e-4 * scale, rtol=0)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,15 +60,13 @@ def weight_file(directory: Path, allow_pickle: bool) -> Path:
     raise CheckpointError(f"{directory}: no weight file (model.safetensors) found")
 
 
-def load_tensors(path: Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+def load_tensors(path: Path, allow_pickle: bool = False, prefix: str = "") -> Mapping[str, torch.Tensor]:
+    """The file's tensors by name (`prefix` before each). safetensors are read lazily, one tensor per lookup
+    (safetensors_stream.LazyTensors): filling a model then peaks at model + one tensor, not model + file."""
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from .safetensors_stream import LazyTensors
 
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: unreadable safetensors file ({e})") from None
+        return LazyTensors(path, prefix)
     if not allow_pickle:
         raise CheckpointError(
             f"{path}: pickle files are refused by default; pass {ALLOW_PICKLE_FLAG} if you trust it"
@@ -76,7 +74,7 @@ def load_tensors(path: Path, allow_pickle: bool = False) -> dict[str, torch.Tens
     obj = torch.load(str(path), map_location="cpu", weights_only=True)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a state dict")
-    return obj
+    return {prefix + k: v for k, v in obj.items()}
 
 
 def fingerprint(files: Iterable[Path]) -> str:
@@ -91,12 +89,12 @@ def fingerprint(files: Iterable[Path]) -> str:
 
 def fill_model(
     model: torch.nn.Module,
-    tensors: dict[str, torch.Tensor],
+    tensors: Mapping[str, torch.Tensor],
     source_names: Callable[[str], list[str]],
     ignorable: Callable[[str], bool],
     where: str,
 ) -> None:
-    """Copy every parameter/buffer of `model` from `tensors`.
+    """Copy every parameter/buffer of `model` from `tensors` (a dict or a lazy mapping: each is read once).
 
     `source_names(our_key)` lists the checkpoint keys that may hold it (aliases in order of preference). Each
     copy checks the shape; a missing key, a wrong shape, a non-finite value, or a checkpoint key nobody asked

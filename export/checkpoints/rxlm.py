@@ -15,6 +15,8 @@ Facts about the format (learned from rxlm 0.3.92, no code taken from it):
 from __future__ import annotations
 
 import re
+from collections import ChainMap
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -458,9 +460,7 @@ def _special_tokens(tok_cfg: dict | None, directory: Path) -> dict[str, int]:
     )
 
 
-def _variant_from_weights(
-    tensors: dict[str, torch.Tensor], mem_cfg: dict, declared: str | None, where: str
-) -> str:
+def _variant_from_weights(keys: Iterable[str], mem_cfg: dict, declared: str | None, where: str) -> str:
     """Which memory-attention class wrote a per-component directory (its name is not stored).
 
     The self and grouped classes have their own config keys and weights; the simple one builds no slot
@@ -468,7 +468,7 @@ def _variant_from_weights(
     tensors when the gates are off: then only a `memory_attention_variant` in the top-level config.json
     can tell them apart, and guessing would silently compute the wrong STM.
     """
-    keys = " ".join(tensors)
+    keys = " ".join(keys)
     if "self_attention_layers." in keys or "self_att_type" in mem_cfg:
         return "self"
     if "mean_attention_layers." not in keys:
@@ -539,22 +539,23 @@ def load_rxlm(directory: Path, allow_pickle: bool = False) -> tuple[RxTModel, So
     )
 
 
-def _embeddings_shared(tensors: dict[str, torch.Tensor], dec: str, enc: str) -> bool:
+def _embeddings_shared(tensors: Mapping[str, torch.Tensor], dec: str, enc: str) -> bool:
     a, b = tensors.get(dec + "embedding.weight"), tensors.get(enc + "embedding.weight")
     return a is None or b is None or (a.shape == b.shape and torch.equal(a, b))
 
 
 def _load_components(directory: Path, allow_pickle: bool) -> tuple[RxTModel, SourceInfo]:
-    tensors, cfgs, files = {}, {}, []
+    parts, cfgs, files = [], {}, []
     for comp in COMPONENT_DIRS:
         sub = directory / comp
         cfgs[comp] = read_json(sub / "config.json")
         wfile = weight_file(sub, allow_pickle)
         files += [sub / "config.json", wfile]
-        tensors.update({f"{comp}.{k}": v for k, v in load_tensors(wfile, allow_pickle).items()})
+        parts.append(load_tensors(wfile, allow_pickle, prefix=f"{comp}."))
+    tensors = ChainMap(*parts)  # lazy: each tensor is read when the model asks for it
     top = read_json(directory / "config.json") if (directory / "config.json").is_file() else {}
     variant = _variant_from_weights(
-        {k: v for k, v in tensors.items() if k.startswith("memory_attention.")},
+        [k for k in tensors if k.startswith("memory_attention.")],
         cfgs["memory_attention"],
         top.get("memory_attention_variant"),
         str(directory / "memory_attention"),

@@ -21,6 +21,34 @@ from .rxlm import COMPONENT_DIRS, _ignorable, rxlm_names, translate_config
 PREFIXES = {c: f"{c}.model." for c in COMPONENT_DIRS}
 
 
+def memory_attention_config(cfg) -> dict[str, Any]:
+    """rxlm's `memory_attention_config` for `cfg.memory` (the grouped variants add `num_groups`)."""
+    mc, gate = cfg.memory, cfg.memory.residual_gate
+    out = {
+        "num_layers": mc.num_layers,
+        "embed_dim": cfg.dim,
+        "att_heads": cfg.dim // cfg.decoder.memory_layers[0].self_attn.head_dim,
+        "seq_len": cfg.decoder.max_seq_len,
+        "stm_size": cfg.stm_slots,
+        "use_flash_attention": False,
+        "att_type": "sqa",
+        "att_groups": mc.attn.kv_heads,
+        "att_query_groups": mc.attn.q_heads,
+        "interlayer_att_type": "sqa",
+        "interlayer_att_groups": mc.aux_attn.kv_heads,
+        "interlayer_att_query_groups": mc.aux_attn.q_heads,
+        "norm_type": mc.norm.kind,
+        "use_gated_residual": True,
+        "residual_gate_type": gate.mode,
+        "use_tanh_residual_gate": gate.activation == "tanh",
+        "residual_per_slot_gate": gate.per_slot,
+        "rope_base": mc.rope_base,
+    }
+    if mc.variant.startswith("grouped"):
+        out["num_groups"] = mc.num_groups
+    return out
+
+
 def rxlm_config(cfg) -> dict[str, Any] | None:
     """rxlm (0.3.92) constructor arguments for a dense, SQA-style RxT config like the Alpha presets, or None when
     the config uses something this mapping does not cover (MoE, memory-free layers, gated attention...)."""
@@ -53,7 +81,6 @@ def rxlm_config(cfg) -> dict[str, Any] | None:
         "use_attention_output_bias": sa.out_bias,
         "rope_base": cfg.decoder.rope_base,
     }
-    gate = mc.residual_gate
     return {
         "decoder_config": {
             **common,
@@ -74,26 +101,7 @@ def rxlm_config(cfg) -> dict[str, Any] | None:
             "ff_activation": ef.activation,
             "skip_memory_cross_attention": True,
         },
-        "memory_attention_config": {
-            "num_layers": mc.num_layers,
-            "embed_dim": cfg.dim,
-            "att_heads": heads,
-            "seq_len": cfg.decoder.max_seq_len,
-            "stm_size": cfg.stm_slots,
-            "use_flash_attention": False,
-            "att_type": "sqa",
-            "att_groups": mc.attn.kv_heads,
-            "att_query_groups": mc.attn.q_heads,
-            "interlayer_att_type": "sqa",
-            "interlayer_att_groups": mc.aux_attn.kv_heads,
-            "interlayer_att_query_groups": mc.aux_attn.q_heads,
-            "norm_type": "classic-rms",
-            "use_gated_residual": True,
-            "residual_gate_type": "elementwise",
-            "use_tanh_residual_gate": gate.activation == "tanh",
-            "residual_per_slot_gate": gate.per_slot,
-            "rope_base": mc.rope_base,
-        },
+        "memory_attention_config": memory_attention_config(cfg),
         "memory_attention_variant": "self-interlayer",
     }
 

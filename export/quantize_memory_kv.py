@@ -1,0 +1,231 @@
+"""The memory cross-attention K/V in int8: what `rxt-edge quantize` does to the three graphs that carry them.
+
+Every generated token reads, in each memory layer, that layer's STM keys and values: at alpha-mini 8 MB of fp32
+a token, about as much as the int4 weights, and what kept our CPU decode behind a same-dims Llama (docs/
+benchmarks.md). Quantized once per turn and read by onnxruntime's `DynamicQuantizeMatMul` (an int8 GEMM with
+the query, or the attention probabilities, quantized on the fly), a token reads a quarter of those bytes.
+
+The form (`contract.MEMORY_KVS` "int8"): keys `[B, Hkv, hd, S]` (transposed, so the score product is a plain
+MatMul) with one float32 scale per slot, values `[B, Hkv, S, hd]` with one per channel, symmetric (zero point 0);
+a scale is shared by the heads (and the batch) because `DynamicQuantizeMatMul` takes a scalar or one scale per
+column of B. Rewrites:
+- memory_kv / memory_update: each float K/V output is quantized in the graph (absolute max per slot / per
+  channel, `QuantizeLinear` along that axis), the scales become outputs beside the tensors;
+- decoder: each fused memory attention (`com.microsoft.MultiHeadAttention` over `memory_key.i` /
+  `memory_value.i`, see export/memory_attention.py) becomes scaled scores = DQMatMul(q, K), Softmax,
+  DQMatMul(p, V), with the query/output head layout the MHA node had.
+Only the static-cache decoder has the fused node; `available` says whether a decoder can take the form.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from rxt_edge.runtimes.operators import MS_DOMAIN
+
+from rxt_edge import contract
+
+FORM = "int8"
+_MEMORY_GRAPHS = (contract.MEMORY_KV, contract.MEMORY_UPDATE)
+
+
+class MemoryKVError(ValueError):
+    """The graph cannot take the int8 memory K/V form; the message says why."""
+
+
+def _memory_attention_nodes(model: onnx.ModelProto, layers: int) -> dict[int, onnx.NodeProto]:
+    keys = {contract.memory_key(i): i for i in range(layers)}
+    found = {}
+    for node in model.graph.node:
+        if node.op_type == "MultiHeadAttention" and node.domain == MS_DOMAIN and len(node.input) >= 3:
+            i = keys.get(node.input[1])
+            if i is not None and node.input[2] == contract.memory_value(i):
+                found[i] = node
+    return found
+
+
+def available(decoder: onnx.ModelProto, dims: contract.ModelDims) -> bool:
+    """Whether every memory layer of `decoder` reads its K/V through one fused attention node (and nothing else
+    reads them), which is what the rewrite replaces."""
+    nodes = _memory_attention_nodes(decoder, dims.memory_layers)
+    if len(nodes) != dims.memory_layers:
+        return False
+    names = {contract.memory_key(i) for i in range(dims.memory_layers)}
+    names |= {contract.memory_value(i) for i in range(dims.memory_layers)}
+    readers = [n for n in decoder.graph.node for x in n.input if x in names]
+    return len(readers) == 2 * dims.memory_layers
+
+
+def _ints(name: str, values: list[int]) -> TensorProto:
+    return numpy_helper.from_array(np.array(values, np.int64), name)
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _reduce_max(
+    model: onnx.ModelProto, x: str, axes: list[int], out: str, prefix: str
+) -> list[onnx.NodeProto]:
+    if _opset(model) >= 18:  # axes became an input in opset 18
+        model.graph.initializer.append(_ints(f"{prefix}/axes", axes))
+        return [helper.make_node("ReduceMax", [x, f"{prefix}/axes"], [out], keepdims=0)]
+    return [helper.make_node("ReduceMax", [x], [out], axes=axes, keepdims=0)]
+
+
+def _quantizer(model, source: str, tensor: str, scale: str, axis: int, size: int, transpose: bool):
+    """Nodes: symmetric int8 of `source` [B, H, S, hd] along `axis` (one scale per index), -> `tensor`, `scale`."""
+    p = f"{tensor}/int8"
+    others = [a for a in range(4) if a != axis]
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros(size, np.int8), f"{p}/zero"))
+    model.graph.initializer.append(numpy_helper.from_array(np.array(127.0, np.float32), f"{p}/levels"))
+    model.graph.initializer.append(numpy_helper.from_array(np.array(1e-30, np.float32), f"{p}/tiny"))
+    quantized = f"{p}/q" if transpose else tensor
+    nodes = [helper.make_node("Abs", [source], [f"{p}/abs"])]
+    nodes += _reduce_max(model, f"{p}/abs", others, f"{p}/max", p)
+    nodes += [
+        helper.make_node("Max", [f"{p}/max", f"{p}/tiny"], [f"{p}/max1"]),  # an all-zero slot: scale > 0
+        helper.make_node("Div", [f"{p}/max1", f"{p}/levels"], [scale]),
+        helper.make_node("QuantizeLinear", [source, scale, f"{p}/zero"], [quantized], axis=axis),
+    ]
+    if transpose:  # [B, H, S, hd] -> [B, H, hd, S]
+        nodes.append(helper.make_node("Transpose", [quantized], [tensor], perm=[0, 1, 3, 2]))
+    return nodes
+
+
+def _value_info(name: str, elem: int, shape: tuple) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem, list(shape))
+
+
+def _contract_io(dims: contract.ModelDims, graph: str, kv_cache: str, outputs: bool):
+    ins, outs = contract.graph_io(dims, graph, "float32", kv_cache, FORM)
+    return outs if outputs else ins
+
+
+_ELEM = {"int8": TensorProto.INT8, "float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}
+
+
+def _retype(values, specs: list[contract.TensorSpec], names: set[str]) -> list[onnx.ValueInfoProto]:
+    """`values` (graph inputs or outputs) in contract order, the memory K/V ones (re)declared in the int8 form."""
+    by_name = {v.name: v for v in values}
+    out = []
+    for s in specs:
+        if s.name in names:
+            out.append(_value_info(s.name, _ELEM[s.dtype], s.shape))
+        elif s.name in by_name:
+            out.append(by_name[s.name])
+        else:
+            raise MemoryKVError(f"the graph has no {s.name!r} (not a graph of this package's contract?)")
+    return out
+
+
+def _kv_names(dims: contract.ModelDims) -> set[str]:
+    return {s.name for s in contract.memory_kv_specs(dims, "float32", FORM)}
+
+
+def quantize_memory_outputs(model: onnx.ModelProto, graph: str, dims: contract.ModelDims) -> int:
+    """memory_kv / memory_update: quantize each memory layer's K/V output in the graph; returns the layers done."""
+    if graph not in _MEMORY_GRAPHS:
+        raise MemoryKVError(f"{graph}: only {_MEMORY_GRAPHS} write the memory K/V")
+    g = model.graph
+    produced = {o: n for n in g.node for o in n.output}
+    renamed = {}
+    for i in range(dims.memory_layers):
+        for name in (contract.memory_key(i), contract.memory_value(i)):
+            if name not in produced:
+                raise MemoryKVError(f"{graph}: no node writes {name!r}")
+            renamed[name] = f"{name}/float"
+    for n in g.node:  # the float tensors keep flowing under their new names
+        n.output[:] = [renamed.get(o, o) for o in n.output]
+        n.input[:] = [renamed.get(x, x) for x in n.input]
+    s, hd = dims.stm_slots, dims.head_dim
+    for i in range(dims.memory_layers):
+        k, v = contract.memory_key(i), contract.memory_value(i)
+        g.node.extend(_quantizer(model, renamed[k], k, contract.memory_key_scale(i), 2, s, transpose=True))
+        g.node.extend(
+            _quantizer(model, renamed[v], v, contract.memory_value_scale(i), 3, hd, transpose=False)
+        )
+    specs = _contract_io(dims, graph, "dynamic", outputs=True)
+    outputs = _retype(list(g.output), specs, _kv_names(dims))
+    del g.output[:]
+    g.output.extend(outputs)
+    return dims.memory_layers
+
+
+def _attribute(node: onnx.NodeProto, name: str):
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
+
+
+def read_int8_memory(model: onnx.ModelProto, dims: contract.ModelDims, kv_cache: str) -> int:
+    """decoder: each fused memory attention -> DQMatMul scores, Softmax, DQMatMul output; returns the layers."""
+    nodes = _memory_attention_nodes(model, dims.memory_layers)
+    if not available(model, dims):
+        raise MemoryKVError(
+            "the decoder's memory attention is not one fused node per memory layer (a dynamic-cache or "
+            "unfused export): the int8 memory K/V needs the static-cache decoder"
+        )
+    g = model.graph
+    h, hd = dims.cross_kv_heads, dims.head_dim
+    g.initializer.append(_ints("memory_kv/int8/heads_in", [0, -1, h, hd]))
+    g.initializer.append(_ints("memory_kv/int8/heads_out", [0, -1, h * hd]))
+    rebuilt = []
+    for node in g.node:
+        i = next((j for j, n in nodes.items() if n is node), None)
+        if i is None:
+            rebuilt.append(node)
+            continue
+        heads, scale = _attribute(node, "num_heads"), _attribute(node, "scale")
+        if heads != h:
+            raise MemoryKVError(f"memory layer {i}: the attention has {heads} heads, the K/V {h}")
+        scale = float(scale) if scale else hd**-0.5
+        p = f"memory_attention.{i}/int8"
+        g.initializer.append(numpy_helper.from_array(np.array(scale, np.float32), f"{p}/scale"))
+        q = node.input[0]
+        rebuilt += [
+            helper.make_node("Reshape", [q, "memory_kv/int8/heads_in"], [f"{p}/q4"]),
+            helper.make_node("Transpose", [f"{p}/q4"], [f"{p}/qh"], perm=[0, 2, 1, 3]),  # [B, H, T', hd]
+            helper.make_node("Mul", [f"{p}/qh", f"{p}/scale"], [f"{p}/qs"]),
+            helper.make_node(
+                "DynamicQuantizeMatMul",
+                [f"{p}/qs", contract.memory_key(i), contract.memory_key_scale(i)],
+                [f"{p}/scores"],
+                domain=MS_DOMAIN,
+            ),  # [B, H, T', S]
+            helper.make_node("Softmax", [f"{p}/scores"], [f"{p}/probs"], axis=-1),
+            helper.make_node(
+                "DynamicQuantizeMatMul",
+                [f"{p}/probs", contract.memory_value(i), contract.memory_value_scale(i)],
+                [f"{p}/oh"],
+                domain=MS_DOMAIN,
+            ),  # [B, H, T', hd]
+            helper.make_node("Transpose", [f"{p}/oh"], [f"{p}/o4"], perm=[0, 2, 1, 3]),
+            helper.make_node("Reshape", [f"{p}/o4", "memory_kv/int8/heads_out"], [node.output[0]]),
+        ]
+    del g.node[:]
+    g.node.extend(rebuilt)
+    specs = _contract_io(dims, contract.DECODER, kv_cache, outputs=False)
+    inputs = _retype(list(g.input), specs, _kv_names(dims))
+    del g.input[:]
+    g.input.extend(inputs)
+    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    return dims.memory_layers
+
+
+def rewrite(model: onnx.ModelProto, graph: str, dims: contract.ModelDims, kv_cache: str = "dynamic") -> int:
+    """The int8 memory K/V form for one graph (none for the encoder); returns the memory layers rewritten."""
+    if graph == contract.DECODER:
+        return read_int8_memory(model, dims, kv_cache)
+    if graph in _MEMORY_GRAPHS:
+        return quantize_memory_outputs(model, graph, dims)
+    return 0
+
+
+def dequantized(outputs: list[np.ndarray]) -> list[np.ndarray]:
+    """The float `[key.0, value.0, key.1, ...]` that the int8 memory K/V outputs
+    `[key.0, key_scale.0, value.0, value_scale.0, ...]` stand for (for comparisons such as `verify`)."""
+    out = []
+    for k, ks, v, vs in zip(outputs[0::4], outputs[1::4], outputs[2::4], outputs[3::4], strict=True):
+        out += [np.swapaxes(k.astype(np.float32), 2, 3) * ks[:, None], v.astype(np.float32) * vs]
+    return out

@@ -1,0 +1,109 @@
+"""The int8 memory cross-attention K/V (`rxt-edge quantize --memory-kv int8`, export/quantize_memory_kv.py).
+
+Checked against the same scheme with float memory K/V: the in-graph quantizer is exact to half a step, the
+decoder's DynamicQuantizeMatMul attention stays close to the MultiHeadAttention it replaces, the runtime and the
+manifest carry the form, and what cannot take it is refused by name."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from rxt_edge.export.graph_driver import GraphDriver
+from rxt_edge.export.quantize import QuantizeError, quantize_package
+from rxt_edge.export.quantize_memory_kv import dequantized
+
+from rxt_edge import RxTSession, contract
+from rxt_edge.manifest import ManifestError, load_manifest
+
+
+@pytest.fixture(scope="module")
+def forms(tiny_package: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("memory_kv")
+    return {
+        form: quantize_package(tiny_package, root / form, "int8", memory_kv=form).output
+        for form in contract.MEMORY_KVS
+    }
+
+
+def test_manifest_declares_the_form_on_the_memory_graphs(forms: dict[str, Path]) -> None:
+    m = load_manifest(forms["int8"])
+    assert {g: e.memory_kv for g, e in m.graphs.items()} == {
+        contract.DECODER: "int8",
+        contract.ENCODER: "float",
+        contract.MEMORY_UPDATE: "int8",
+        contract.MEMORY_KV: "int8",
+    }
+    assert m.quantization["memory_kv"] == "int8"
+    assert (m.format_version, load_manifest(forms["float"]).format_version) == (4, 3)  # only int8 needs 4
+    key = next(t for t in m.graphs[contract.DECODER].inputs if t.name == contract.memory_key(0))
+    d = m.model
+    assert (key.dtype, key.shape) == ("int8", ("batch", d.cross_kv_heads, d.head_dim, d.stm_slots))
+    ops = {n.op_type for n in onnx.load(str(forms["int8"] / "decoder.onnx")).graph.node}
+    assert "DynamicQuantizeMatMul" in ops and "MultiHeadAttention" not in ops
+    assert load_manifest(forms["float"]).graphs[contract.DECODER].memory_kv == "float"
+
+
+def test_quantized_memory_kv_is_the_float_one_to_half_a_step(forms: dict[str, Path]) -> None:
+    f, q = GraphDriver.load(forms["float"], threads=1), GraphDriver.load(forms["int8"], threads=1)
+    rng = np.random.default_rng(0)
+    stm = rng.standard_normal(np.load(forms["float"] / "initial_stm.npy").shape).astype(np.float32)
+    ref, got = f.memory_kv(stm), q.memory_kv(stm)
+    assert len(got) == 2 * len(ref)
+    for i, (want, have) in enumerate(zip(ref, dequantized(got), strict=True)):
+        scale = got[4 * (i // 2) + 1] if i % 2 == 0 else got[4 * (i // 2) + 3]
+        step = scale[:, None] if i % 2 == 0 else scale  # keys: per slot; values: per channel
+        assert np.all(np.abs(have - want) <= step / 2 + 1e-6), f"memory tensor {i}"
+        assert np.abs(want).max() > 0.1  # not a vacuous comparison
+
+
+def test_decoder_logits_stay_close_to_the_float_form(forms: dict[str, Path]) -> None:
+    f, q = GraphDriver.load(forms["float"], threads=1), GraphDriver.load(forms["int8"], threads=1)
+    shape = np.load(forms["float"] / "initial_stm.npy").shape  # (the tiny package's own STM is zeros)
+    stm = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    prompt = f.prompt([5, 17, 42, 99, 7])
+    answer, _ = f.answer_logits(stm, prompt, None, 12)
+    (_, lf), (_, lq) = (d.answer_logits(stm, prompt, answer, 12) for d in (f, q))  # teacher-forced alike
+    spread = float(np.abs(lf).max())
+    assert float(np.abs(lf - lq).max()) < 0.05 * spread
+    assert float(np.abs(lf - lq).max()) > 0  # the int8 path is really taken
+
+
+def test_runtime_runs_a_conversation_with_int8_memory(forms: dict[str, Path]) -> None:
+    session = RxTSession.load(forms["int8"], threads=1)
+    try:
+        conv = session.conversation()
+        for query in ([5, 17, 42], [9, 8, 7, 6]):
+            answer = list(conv.generate_ids(query, max_new_tokens=6, ignore_eos=True))
+            assert len(answer) == 6
+            conv.wait_memory()
+        memory = conv._state  # the conversation's double-buffered STM and K/V
+        assert memory.kv[memory.active][contract.memory_key(0)].data_type() == "tensor(int8)"
+    finally:
+        session.close()
+
+
+def test_graphs_that_disagree_on_the_form_are_refused(forms: dict[str, Path], tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    shutil.copytree(forms["int8"], pkg)
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    manifest["graphs"][contract.MEMORY_KV]["memory_kv"] = "float"
+    (pkg / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError):  # its outputs no longer match the contract, or the forms disagree
+        load_manifest(pkg)
+    manifest["graphs"][contract.ENCODER]["memory_kv"] = "int8"
+    (pkg / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="encoder"):
+        load_manifest(pkg)
+
+
+def test_what_cannot_take_int8_memory_is_refused(tiny_package: Path, tmp_path: Path) -> None:
+    with pytest.raises(QuantizeError, match="CPU form"):
+        quantize_package(tiny_package, tmp_path / "fp16", "fp16", memory_kv="int8")
+    with pytest.raises(QuantizeError, match="memory_kv"):
+        quantize_package(tiny_package, tmp_path / "bad", "int8", memory_kv="int4")
+    assert not (tmp_path / "fp16").exists() and not (tmp_path / "bad").exists()
