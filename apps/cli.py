@@ -149,7 +149,7 @@ def export(
                 opset=opset,
                 tokenizer=tokenizer,
                 overwrite=overwrite,
-                progress=lambda name: bar.update(task, description=f"exporting the {name} graph"),
+                progress=lambda step: bar.update(task, description=step),
                 fuse=fuse,
                 kv_cache=kv_cache,
                 release_weights=True,  # the model is not used after: its memory goes to the graph checks

@@ -119,9 +119,7 @@ def prepare(opts: BenchOptions, workdir: Path, step: Callable[[str], None]) -> P
             step(f"building {opts.config} (random weights, seed {opts.seed})")
             preset_checkpoint(opts.config, ckpt, seed=opts.seed)
             (root / "preset.json").write_text(json.dumps(stamp))
-        pkg, model = export_checkpoint(
-            ckpt, root / "package-fp32", progress=lambda g: step(f"exporting the {g} graph")
-        )
+        pkg, model = export_checkpoint(ckpt, root / "package-fp32", progress=step)
         prep = Prepared(f"preset {opts.config}", pkg, model=model, params=param_count(model))
     else:
         from rxt_edge.manifest import ManifestError, load_manifest

@@ -61,7 +61,7 @@ def build_source(config: str, seed: int, scale: float, workdir: Path) -> Path:
         return pkg
     log(f"building {config} (seed {seed}, scale {scale})")
     ckpt = preset_checkpoint(config, root / "checkpoint", seed=seed, scale=scale)
-    export_checkpoint(ckpt, pkg, progress=lambda g: log(f"exporting {g}"))
+    export_checkpoint(ckpt, pkg, progress=log)
     return pkg
 
 

@@ -58,7 +58,7 @@ def build(workdir: Path) -> Path:
         return pkg
     random_checkpoint(beta_stm_config(), ckpt)
     t = time.perf_counter()
-    export_checkpoint(ckpt, pkg, progress=lambda g: log(f"exporting {g}"))
+    export_checkpoint(ckpt, pkg, progress=log)
     log(f"exported in {time.perf_counter() - t:.0f} s")
     return pkg
 

@@ -189,6 +189,7 @@ def export_package(
     `fuse`: rewrite RoPE into onnxruntime's RotaryEmbedding contrib op and merge projections of one input
     into one MatMul (export/graph_fusions.py). `kv_cache`: the decoder's cache layout (`contract.KV_CACHES`;
     "auto": static, with GroupQueryAttention, wherever the model's attention and `fuse` allow it).
+    `progress`: called with each step as a phrase ("exporting the decoder graph").
     `release_weights`: the caller gives `model` up: its weights are freed once every graph is written, and
     the onnxruntime loads that check the graphs run after that (a Beta-sized fp32 decoder does not fit in
     onnxruntime beside the torch model on a 24 GB machine; docs/benchmarks.md)."""
@@ -215,7 +216,7 @@ def export_package(
         graphs = {}
         for name in contract.GRAPH_NAMES:
             if progress:
-                progress(name)
+                progress(f"exporting the {name} graph")
             path = writer.path(f"{name}.onnx")
             try:
                 with torch.no_grad():
@@ -231,7 +232,7 @@ def export_package(
             _release(model)
             for name in contract.GRAPH_NAMES:
                 if progress:
-                    progress(f"{name} (onnxruntime check)")
+                    progress(f"checking the {name} graph in onnxruntime")
                 try:
                     check_graph(writer.path(f"{name}.onnx"))
                 except Exception as e:  # noqa: BLE001 - reported with the graph name, nothing committed

@@ -139,6 +139,8 @@ def quantize_memory_outputs(model: onnx.ModelProto, graph: str, dims: contract.M
     for n in g.node:  # the float tensors keep flowing under their new names
         n.output[:] = [renamed.get(o, o) for o in n.output]
         n.input[:] = [renamed.get(x, x) for x in n.input]
+    for info in g.value_info:  # (shape annotations follow them)
+        info.name = renamed.get(info.name, info.name)
     s, hd = dims.stm_slots, dims.head_dim
     for i in range(dims.memory_layers):
         k, v = contract.memory_key(i), contract.memory_value(i)

@@ -43,6 +43,8 @@ def test_manifest_declares_the_form_on_the_memory_graphs(forms: dict[str, Path])
     key = next(t for t in m.graphs[contract.DECODER].inputs if t.name == contract.memory_key(0))
     d = m.model
     assert (key.dtype, key.shape) == ("int8", ("batch", d.cross_kv_heads, d.head_dim, d.stm_slots))
+    for graph in (contract.DECODER, contract.MEMORY_UPDATE, contract.MEMORY_KV):  # valid ONNX, types inferred
+        onnx.checker.check_model(str(forms["int8"] / f"{graph}.onnx"), full_check=True)
     ops = {n.op_type for n in onnx.load(str(forms["int8"] / "decoder.onnx")).graph.node}
     assert "DynamicQuantizeMatMul" in ops and "MultiHeadAttention" not in ops
     assert load_manifest(forms["float"]).graphs[contract.DECODER].memory_kv == "float"

@@ -393,7 +393,7 @@ def test_kv_cache_is_written_in_place_and_never_reallocated(simple, session, mon
     ptrs = lambda: (  # noqa: E731
         [b.data_ptr() for b in leased[-1].cache.keys + leased[-1].cache.values],
         [b.data_ptr() for b in conv._state.stm],
-        [b.data_ptr() for side in conv._state.keys + conv._state.values for b in side],
+        [b.data_ptr() for side in conv._state.kv for b in side.values()],
     )
     at_start = None
     runs: list[str] = []
