@@ -439,10 +439,7 @@ def quantize(
     ] = None,
     memory_kv: Annotated[
         Literal["float", "int8"],
-        typer.Option(
-            help="CPU schemes: the STM's cross-attention keys/values each token reads, in int8 (a quarter of the "
-            "bytes; faster decode, a few points of recall lost on the demo: docs/quantization.md) or float.",
-        ),
+        typer.Option(help="CPU: the STM's K/V in int8 (faster decode, less recall: docs/quantization.md)."),
     ] = "float",
     overwrite: Annotated[
         bool, typer.Option(help="Replace an existing package (only one rxt-edge wrote; never the source).")

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 from rxt_edge.export.checkpoints.rxlm import rxlm_names, translate_config
-from rxt_edge.export.checkpoints.rxlm_twin import memory_attention_config
+from rxt_edge.export.checkpoints.rxlm_twin import component_args, memory_attention_config
 from rxt_edge.export.checkpoints.safetensors_stream import write_safetensors
 from rxt_edge.export.config import RxTConfig
 from rxt_edge.export.model import RxTModel
@@ -58,21 +58,7 @@ def rxlm_beta_config(cfg: RxTConfig) -> dict[str, Any]:
     blk, eblk = dec.memory_layers[0], enc.layers[0]
     sa, ca, moe, ef = blk.self_attn, blk.cross_attn, blk.ffn, eblk.ffn
     dense = next((b.ffn for b in dec.all_layers if not b.ffn.is_moe), None)
-    heads = cfg.dim // sa.head_dim
-    common = {
-        "num_layers": cfg.memory_layers,
-        "vocab_size": cfg.vocab_size,
-        "embed_dim": cfg.dim,
-        "att_heads": heads,
-        "seq_len": dec.max_seq_len,
-        "stm_size": cfg.stm_slots,
-        "use_flash_attention": False,
-        "self_att_type": "sqa",
-        "use_gated": True,
-        "ff_activation": moe.activation,
-        "rope_base": dec.rope_base,
-        "use_attention_output_bias": sa.out_bias,
-    }
+    common = {**component_args(cfg), "use_gated": True, "ff_activation": moe.activation}
     kind = lambda b: "moe" if b.ffn.is_moe else "dense"  # noqa: E731
     return {
         "decoder_config": {

@@ -94,34 +94,22 @@ def _quantizer(model, source: str, tensor: str, scale: str, axis: int, size: int
     return nodes
 
 
-def _value_info(name: str, elem: int, shape: tuple) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, elem, list(shape))
-
-
-def _contract_io(dims: contract.ModelDims, graph: str, kv_cache: str, outputs: bool):
+def _redeclare(values, dims: contract.ModelDims, graph: str, kv_cache: str, outputs: bool) -> list:
+    """The graph's inputs (or outputs) in contract order, the memory K/V and their scales declared in the int8
+    form, every other one as the graph had it."""
     ins, outs = contract.graph_io(dims, graph, "float32", kv_cache, FORM)
-    return outs if outputs else ins
-
-
-_ELEM = {"int8": TensorProto.INT8, "float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}
-
-
-def _retype(values, specs: list[contract.TensorSpec], names: set[str]) -> list[onnx.ValueInfoProto]:
-    """`values` (graph inputs or outputs) in contract order, the memory K/V ones (re)declared in the int8 form."""
+    memory = {s.name for s in contract.memory_kv_specs(dims, "float32", FORM)}
     by_name = {v.name: v for v in values}
-    out = []
-    for s in specs:
-        if s.name in names:
-            out.append(_value_info(s.name, _ELEM[s.dtype], s.shape))
-        elif s.name in by_name:
-            out.append(by_name[s.name])
+    declared = []
+    for spec in outs if outputs else ins:
+        if spec.name in memory:
+            elem = helper.np_dtype_to_tensor_dtype(np.dtype(spec.dtype))
+            declared.append(helper.make_tensor_value_info(spec.name, elem, list(spec.shape)))
+        elif spec.name in by_name:
+            declared.append(by_name[spec.name])
         else:
-            raise MemoryKVError(f"the graph has no {s.name!r} (not a graph of this package's contract?)")
-    return out
-
-
-def _kv_names(dims: contract.ModelDims) -> set[str]:
-    return {s.name for s in contract.memory_kv_specs(dims, "float32", FORM)}
+            raise MemoryKVError(f"the graph has no {spec.name!r} (not a graph of this package's contract?)")
+    return declared
 
 
 def quantize_memory_outputs(model: onnx.ModelProto, graph: str, dims: contract.ModelDims) -> int:
@@ -148,8 +136,7 @@ def quantize_memory_outputs(model: onnx.ModelProto, graph: str, dims: contract.M
         g.node.extend(
             _quantizer(model, renamed[v], v, contract.memory_value_scale(i), 3, hd, transpose=False)
         )
-    specs = _contract_io(dims, graph, "dynamic", outputs=True)
-    outputs = _retype(list(g.output), specs, _kv_names(dims))
+    outputs = _redeclare(g.output, dims, graph, "dynamic", outputs=True)
     del g.output[:]
     g.output.extend(outputs)
     return dims.memory_layers
@@ -157,6 +144,11 @@ def quantize_memory_outputs(model: onnx.ModelProto, graph: str, dims: contract.M
 
 def _attribute(node: onnx.NodeProto, name: str):
     return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
+
+
+def _int8_product(a: str, b: str, b_scale: str, out: str) -> onnx.NodeProto:
+    """a (float, quantized on the fly) @ b (int8, one scale per column)."""
+    return helper.make_node("DynamicQuantizeMatMul", [a, b, b_scale], [out], domain=MS_DOMAIN)
 
 
 def read_int8_memory(model: onnx.ModelProto, dims: contract.ModelDims, kv_cache: str) -> int:
@@ -171,9 +163,10 @@ def read_int8_memory(model: onnx.ModelProto, dims: contract.ModelDims, kv_cache:
     h, hd = dims.cross_kv_heads, dims.head_dim
     g.initializer.append(_ints("memory_kv/int8/heads_in", [0, -1, h, hd]))
     g.initializer.append(_ints("memory_kv/int8/heads_out", [0, -1, h * hd]))
+    layer_of = {id(n): i for i, n in nodes.items()}
     rebuilt = []
     for node in g.node:
-        i = next((j for j, n in nodes.items() if n is node), None)
+        i = layer_of.get(id(node))
         if i is None:
             rebuilt.append(node)
             continue
@@ -188,26 +181,15 @@ def read_int8_memory(model: onnx.ModelProto, dims: contract.ModelDims, kv_cache:
             helper.make_node("Reshape", [q, "memory_kv/int8/heads_in"], [f"{p}/q4"]),
             helper.make_node("Transpose", [f"{p}/q4"], [f"{p}/qh"], perm=[0, 2, 1, 3]),  # [B, H, T', hd]
             helper.make_node("Mul", [f"{p}/qh", f"{p}/scale"], [f"{p}/qs"]),
-            helper.make_node(
-                "DynamicQuantizeMatMul",
-                [f"{p}/qs", contract.memory_key(i), contract.memory_key_scale(i)],
-                [f"{p}/scores"],
-                domain=MS_DOMAIN,
-            ),  # [B, H, T', S]
-            helper.make_node("Softmax", [f"{p}/scores"], [f"{p}/probs"], axis=-1),
-            helper.make_node(
-                "DynamicQuantizeMatMul",
-                [f"{p}/probs", contract.memory_value(i), contract.memory_value_scale(i)],
-                [f"{p}/oh"],
-                domain=MS_DOMAIN,
-            ),  # [B, H, T', hd]
+            _int8_product(f"{p}/qs", contract.memory_key(i), contract.memory_key_scale(i), f"{p}/scores"),
+            helper.make_node("Softmax", [f"{p}/scores"], [f"{p}/probs"], axis=-1),  # [B, H, T', S]
+            _int8_product(f"{p}/probs", contract.memory_value(i), contract.memory_value_scale(i), f"{p}/oh"),
             helper.make_node("Transpose", [f"{p}/oh"], [f"{p}/o4"], perm=[0, 2, 1, 3]),
             helper.make_node("Reshape", [f"{p}/o4", "memory_kv/int8/heads_out"], [node.output[0]]),
         ]
     del g.node[:]
     g.node.extend(rebuilt)
-    specs = _contract_io(dims, contract.DECODER, kv_cache, outputs=False)
-    inputs = _retype(list(g.input), specs, _kv_names(dims))
+    inputs = _redeclare(g.input, dims, contract.DECODER, kv_cache, outputs=False)
     del g.input[:]
     g.input.extend(inputs)
     if not any(o.domain == MS_DOMAIN for o in model.opset_import):

@@ -21,6 +21,23 @@ from .rxlm import COMPONENT_DIRS, _ignorable, rxlm_names, translate_config
 PREFIXES = {c: f"{c}.model." for c in COMPONENT_DIRS}
 
 
+def component_args(cfg) -> dict[str, Any]:
+    """The rxlm constructor arguments its decoder and encoder configs share (SQA self-attention)."""
+    sa = cfg.decoder.memory_layers[0].self_attn
+    return {
+        "num_layers": cfg.memory_layers,
+        "vocab_size": cfg.vocab_size,
+        "embed_dim": cfg.dim,
+        "att_heads": cfg.dim // sa.head_dim,
+        "seq_len": cfg.decoder.max_seq_len,
+        "stm_size": cfg.stm_slots,
+        "use_flash_attention": False,
+        "self_att_type": "sqa",
+        "use_attention_output_bias": sa.out_bias,
+        "rope_base": cfg.decoder.rope_base,
+    }
+
+
 def memory_attention_config(cfg) -> dict[str, Any]:
     """rxlm's `memory_attention_config` for `cfg.memory` (the grouped variants add `num_groups`)."""
     mc, gate = cfg.memory, cfg.memory.residual_gate
@@ -66,20 +83,10 @@ def rxlm_config(cfg) -> dict[str, Any] | None:
         or mc.residual_gate.mode != "elementwise"
     ):
         return None
-    heads = cfg.dim // sa.head_dim
     common = {
-        "num_layers": cfg.memory_layers,
-        "vocab_size": cfg.vocab_size,
-        "embed_dim": cfg.dim,
-        "att_heads": heads,
-        "seq_len": cfg.decoder.max_seq_len,
-        "stm_size": cfg.stm_slots,
-        "use_flash_attention": False,
-        "self_att_type": "sqa",
+        **component_args(cfg),
         "att_groups": sa.kv_heads,
         "att_query_groups": sa.q_heads,
-        "use_attention_output_bias": sa.out_bias,
-        "rope_base": cfg.decoder.rope_base,
     }
     return {
         "decoder_config": {
