@@ -28,11 +28,13 @@ CLI = [sys.executable, "-m", "rxt_edge.apps.cli", "chat"]
 LONG = 1000  # max_new_tokens for the terminal sessions: answers run long enough to interrupt
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[=>78]")
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# (the terminal wraps a long stats line, e.g. a slow memory update's: any gap between words may be a line break)
 STATS = re.compile(
-    r"\n +(\d+) tokens · first token \d+ ms · [\d.]+ tok/s · "
-    r"(memory ready|memory update still running \(waited \d+ ms\))\n"
+    r"\n +(\d+)\s+tokens\s+·\s+first\s+token\s+\d+\s+ms\s+·\s+[\d.]+\s+tok/s\s+·\s+"
+    r"(memory\s+ready|memory\s+update\s+still\s+running\s+\(waited\s+\d+\s+ms\))\n"
 )
 PROMPT = "you › "
+COLUMNS = 400  # wide enough for a message naming two tmp_path files on one line (xdist's paths are long)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -47,6 +49,10 @@ def _env(tmp_path: Path) -> dict[str, str]:
         "XDG_STATE_HOME": str(home / "state"),
         "TERM": "xterm-256color",
         "PYTHONIOENCODING": "utf-8",
+        # the terminal's size, as Terminal sets it on the pty: under pytest-xdist the app drew 80 columns without
+        # it, and wrapped lines break the patterns this test reads
+        "COLUMNS": str(COLUMNS),
+        "LINES": "50",
     }
 
 
@@ -59,7 +65,7 @@ class Terminal:
 
     def __init__(self, args: list[str], env: dict[str, str]):
         self.master, slave = os.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, COLUMNS, 0, 0))
         self.proc = subprocess.Popen(
             args,
             stdin=slave,
