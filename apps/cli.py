@@ -204,7 +204,7 @@ def verify(
             if reference == "rxlm":
                 report = verify_against_rxlm(model_dir, against, turns=turns, max_new_tokens=max_new_tokens)
             else:
-                model, _ = load_checkpoint(against, allow_pickle=allow_pickle)
+                model, _ = load_checkpoint(against, allow_pickle=allow_pickle, narrow_experts=True)
                 report = verify_package(model_dir, model, turns=turns, max_new_tokens=max_new_tokens)
     except (CheckpointError, ManifestError, RxlmUnavailableError) as e:
         raise fail(str(e)) from None

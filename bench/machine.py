@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from rxt_edge import contract
+
 
 def dir_bytes(path: Path) -> int:
     """Bytes of every file under `path` (a package's size on disk)."""
@@ -117,9 +119,15 @@ def decoder_bytes_per_token(package_dir: Path) -> dict[str, Any]:
 
     manifest = load_manifest(package_dir)
     weights = decoder_file_weight_bytes(Path(package_dir) / manifest.graphs["decoder"].file)
-    d = manifest.model
-    fbytes = 2 if any(i.dtype == "float16" for i in manifest.graphs["decoder"].inputs) else 4
-    stm_kv = 2 * d.memory_layers * d.cross_kv_heads * d.stm_slots * d.head_dim * fbytes
+    decoder = manifest.graphs["decoder"]
+    fbytes = 2 if any(i.dtype == "float16" for i in decoder.inputs) else 4
+    # the memory K/V (and, in int8 form, their scales) as the package stores them: contract.memory_kv_specs
+    specs = contract.memory_kv_specs(
+        manifest.model, "float16" if fbytes == 2 else "float32", decoder.memory_kv
+    )
+    stm_kv = sum(
+        math.prod(1 if d == "batch" else d for d in s.shape) * np.dtype(s.dtype).itemsize for s in specs
+    )
     return {**weights, "stm_kv": stm_kv, "dtype_bytes": fbytes}
 
 

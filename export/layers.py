@@ -236,6 +236,9 @@ class MoEFeedForward(nn.Module):
             nn.Parameter(torch.zeros(dim)) if ns > 0 and cfg.shared_bias == "global" else None
         )
 
+    # the per-expert weight stacks [E, ...]: the bulk of a MoE model, read one selected expert at a time
+    EXPERT_STACKS = ("w1", "b1", "w2", "b2", "shared_w1", "shared_b1", "shared_w2", "shared_b2")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
         shape = x.shape
@@ -275,3 +278,23 @@ def make_ffn(cfg: FeedForwardConfig, dim: int) -> nn.Module:
     if cfg.is_moe:
         return MoEFeedForward(cfg, dim)
     return DenseFeedForward(dim, cfg.hidden_dim, cfg.activation, cfg.gated, cfg.bias)
+
+
+def expert_stack_names(model: nn.Module) -> set[str]:
+    """State-dict keys of every MoE layer's expert weight stacks (see MoEFeedForward.EXPERT_STACKS)."""
+    return {
+        f"{prefix}.{name}"
+        for prefix, module in model.named_modules()
+        if isinstance(module, MoEFeedForward)
+        for name in MoEFeedForward.EXPERT_STACKS
+        if getattr(module, name) is not None
+    }
+
+
+def float_except_experts(model: nn.Module) -> nn.Module:
+    """model in float32, its expert stacks left as they are (widened per selected expert when used)."""
+    keep = expert_stack_names(model)
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if name not in keep and tensor.is_floating_point() and tensor.dtype != torch.float32:
+            tensor.data = tensor.data.float()
+    return model

@@ -95,12 +95,13 @@ def routed_experts_sparse(
         routes = order[start : start + n]
         start += n
         rows = routes // top_k
+        # one expert's weights in x's dtype (a reference may keep the stacks in the checkpoint's bf16)
         y = expert_mlp(
             x[rows],
-            w1[e],
-            None if b1 is None else b1[e],
-            w2[e],
-            None if b2 is None else b2[e],
+            w1[e].to(x.dtype),
+            None if b1 is None else b1[e].to(x.dtype),
+            w2[e].to(x.dtype),
+            None if b2 is None else b2[e].to(x.dtype),
             activation,
             gated,
         )

@@ -22,6 +22,7 @@ from rxt_edge import contract
 from rxt_edge.session import RxTSession
 
 from .graph_driver import GraphDriver
+from .layers import float_except_experts
 from .model import RxTModel
 from .quantize_memory_kv import dequantized
 from .torch_chat import TorchConversation
@@ -99,7 +100,7 @@ def verify_package(
     memory_kv = session.package.manifest.graphs[contract.DECODER].memory_kv
     tol = TOLERANCES.get(precision, TOLERANCES["fp16"])
     graphs = GraphDriver(session.package, sessions=session.engine.graphs.sessions)  # one copy of the weights
-    model = model.float().eval()
+    model = float_except_experts(model).eval()  # expert stacks may stay bf16 (load_checkpoint)
     ref = TorchConversation(model)
     conv = session.conversation()
     tok = session.package.tokenizer

@@ -22,6 +22,7 @@ import onnxruntime as ort
 
 from . import contract
 from .captured_decoding import CapturedDecodeSlot
+from .captured_update import PaddedMemoryUpdate
 from .contract import ModelDims
 from .decoding import DecodeSlot
 from .manifest import ManifestError
@@ -42,12 +43,17 @@ _ORT_TYPES = {
 }
 
 
+# Graphs whose runs replay CUDA graphs in a CUDA-graph engine: the decode step (captured_decoding) and the memory
+# update (captured_update); memory_kv runs between conversations' buffers, uncaptured.
+CAPTURED_GRAPHS = (contract.DECODER, contract.ENCODER, contract.MEMORY_UPDATE)
+
+
 class SessionClosedError(RuntimeError):
     """The session (its engine) was closed: no turn or memory write can run on it any more."""
 
 
 class CudaGraphUnavailableError(providers.ProviderUnavailableError):
-    """onnxruntime refused to capture the decoder as a CUDA graph (a node it placed off the GPU)."""
+    """onnxruntime refused to capture a graph as a CUDA graph (a node it placed off the GPU)."""
 
 
 class GraphSet:
@@ -66,19 +72,20 @@ class GraphSet:
         _check_decoder_runs_on(package, provider)
         self.provider = provider
         self.device, self.device_id = providers.device_for(provider)
+        self.provider_list = (plist, popts)  # for the engine's helper sessions (captured_update's copier)
         self.sessions: dict[str, ort.InferenceSession] = {}
         for name in contract.GRAPH_NAMES:
             opts = providers.make_session_options(provider, threads=threads)
             file = package.manifest.graphs[name].file
             graph_popts = popts
-            if cuda_graph and name == contract.DECODER:
+            if cuda_graph and name in CAPTURED_GRAPHS:
                 graph_popts = [{**popts[0], **providers.CUDA_GRAPH_OPTIONS}, *popts[1:]]
             try:
                 sess = ort.InferenceSession(
                     str(package.graph_path(name)), opts, providers=plist, provider_options=graph_popts
                 )
             except Exception as e:  # onnxruntime raises its own exception types
-                if cuda_graph and name == contract.DECODER and "graph capture" in str(e):
+                if cuda_graph and name in CAPTURED_GRAPHS and "graph capture" in str(e):
                     raise CudaGraphUnavailableError(
                         f"graphs.{name}: onnxruntime cannot capture {file} as a CUDA graph: {e}"
                     ) from e
@@ -250,6 +257,11 @@ class Engine:
             self.cuda_graph = False
             self.graphs = GraphSet(package, provider, threads, False)
         self.buffers = DeviceBuffers(self.graphs.device, self.graphs.device_id, package.float_dtype)
+        self._padded_update = (
+            PaddedMemoryUpdate(self.graphs, self.buffers, self.dims, self.new_memory())
+            if self.cuda_graph
+            else None
+        )
         self._slots: list[DecodeSlot] = []
         self._lessees: list[object | None] = []  # per slot: the lease holding it, or None when free
         self._max_slots = max_slots
@@ -347,8 +359,14 @@ class Engine:
     def update_memory(self, memory: MemoryState, interaction: list[int], swap: bool = True) -> int:
         """Encoder + memory update over one interaction into the spare buffers; swap only on success.
 
-        Returns the spare index; with `swap=False` the caller swaps it in (together with its own state)."""
+        Returns the spare index; with `swap=False` the caller swaps it in (together with its own state). A
+        CUDA-graph engine writes the spare STM only: its decode slots project their K/V from the STM."""
         self.check_open()
+        if self._padded_update is not None:  # CUDA graphs: padded, replayed (captured_update)
+            spare = self._padded_update(memory, interaction)
+            if swap:
+                memory.active = spare
+            return spare
         g, buf = self.graphs, self.buffers
         ids = np.asarray([interaction], dtype=np.int64)
         mask = np.ones_like(ids)

@@ -149,6 +149,37 @@ def test_beta_checkpoint_is_what_rxlm_and_our_reader_load(tmp_path, monkeypatch)
     )
 
 
+def test_narrow_experts_reference_keeps_bf16_stacks_and_computes_the_same(tmp_path):
+    """verify's reference (load_checkpoint(narrow_experts=True)) keeps a bf16 checkpoint's expert stacks in bf16
+    (half their memory) and still computes exactly what the widened model computes: answers, step logits and the
+    memory update, bit for bit (each selected expert is widened to fp32 before use)."""
+    from rxt_edge.bench.beta_checkpoint import write_beta_checkpoint
+    from rxt_edge.export.layers import expert_stack_names, float_except_experts
+    from rxt_edge.export.torch_chat import TorchConversation
+
+    cfg = tiny_config(moe=True, stateless=1, variant="grouped-self-interlayer")
+    out = write_beta_checkpoint(tmp_path / "ckpt", cfg, dtype="bf16", seed=5, progress=lambda s: None)
+    wide, _ = load_checkpoint(out)
+    narrow, _ = load_checkpoint(out, narrow_experts=True)
+    narrow = float_except_experts(narrow)
+    stacks = expert_stack_names(narrow)
+    assert len(stacks) >= 4  # routed w1/w2 of every MoE layer at least
+    state = narrow.state_dict()
+    assert {k for k, v in state.items() if v.dtype == torch.bfloat16} == stacks
+    assert all(
+        v.dtype == torch.float32 for k, v in state.items() if k not in stacks and v.is_floating_point()
+    )
+    size = lambda m: sum(v.numel() * v.element_size() for v in m.state_dict().values())  # noqa: E731
+    assert size(narrow) < size(wide)
+    a, b = TorchConversation(wide), TorchConversation(narrow)
+    for query in ([5, 9, 14, 3], [7, 7, 21]):
+        ta, tb = a.generate(query, 6), b.generate(query, 6)
+        assert ta.answer == tb.answer
+        assert all(torch.equal(x, y) for x, y in zip(ta.step_logits, tb.step_logits, strict=True))
+        assert torch.equal(a.update(ta.for_memory(a.sp)), b.update(tb.for_memory(b.sp)))
+        assert torch.equal(a.stm, b.stm)
+
+
 def _graph_before_fold(monkeypatch, tmp_path) -> tuple:
     """The decoder of a tiny MoE model whose expert weights are too big for the exporter's own folding,
     exported once and caught just before `fold_expert_layouts` (serialised, so it can be rebuilt twice)."""

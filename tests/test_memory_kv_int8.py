@@ -109,3 +109,15 @@ def test_what_cannot_take_int8_memory_is_refused(tiny_package: Path, tmp_path: P
     with pytest.raises(QuantizeError, match="memory_kv"):
         quantize_package(tiny_package, tmp_path / "bad", "int8", memory_kv="int4")
     assert not (tmp_path / "fp16").exists() and not (tmp_path / "bad").exists()
+
+
+def test_floor_ratio_counts_the_stm_kv_bytes_as_stored(forms: dict[str, Path]) -> None:
+    """The bandwidth floor's STM K/V share (bench/machine.py) follows the package's form: int8 keys and values
+    plus their float32 scales, a quarter of float32's and a little more."""
+    from rxt_edge.bench.machine import decoder_bytes_per_token
+
+    d = load_manifest(forms["float"]).model
+    values = 2 * d.memory_layers * d.cross_kv_heads * d.stm_slots * d.head_dim
+    scales = d.memory_layers * (d.stm_slots + d.head_dim) * 4
+    assert decoder_bytes_per_token(forms["float"])["stm_kv"] == 4 * values
+    assert decoder_bytes_per_token(forms["int8"])["stm_kv"] == values + scales

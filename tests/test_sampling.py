@@ -41,6 +41,28 @@ def test_greedy_is_argmax(logits):
     assert sample_next(logits.astype(np.float16), SamplingConfig(temperature=0)) == int(np.argmax(logits))
 
 
+def test_greedy_on_float16_rows_orders_every_value_as_floats_do():
+    """float16 rows take the bit-pattern path: negatives, zeros of both signs, subnormals, infinities and the
+    largest finite values rank exactly as they do as floats; a NaN of either sign is refused."""
+    rng = np.random.default_rng(7)
+    special = np.array([-np.inf, np.inf, -0.0, 0.0, 6e-8, -6e-8, 65504, -65504], dtype=np.float16)
+    for trial in range(300):
+        scale = rng.choice([1e-6, 1e-2, 1.0, 1e3, 6e4])
+        x = np.clip(rng.normal(0, scale, 257), -65504, 65504).astype(np.float16)
+        if trial % 3 == 0:
+            x[rng.integers(0, 257, 4)] = rng.choice(special, 4)
+        if trial % 5 == 0:
+            x = -np.abs(x)  # every value negative: the largest is the one closest to zero
+        best = sample_next(x, SamplingConfig(temperature=0))
+        assert x[best] == x.astype(np.float32).max(), trial
+        assert best == int(np.argmax(x.astype(np.float32))) or x[best] == 0  # ties only between -0 and +0
+    for nan in (np.float16("nan"), -np.float16("nan")):
+        x = np.zeros(5, np.float16)
+        x[3] = nan
+        with pytest.raises(ValueError, match="NaN"):
+            sample_next(x, SamplingConfig(temperature=0))
+
+
 @pytest.mark.parametrize("temperature", [0.1, 1.0, 5.0, 100.0])
 def test_top_k_1_is_greedy_at_any_temperature(logits, temperature):
     rng = np.random.default_rng(0)

@@ -55,8 +55,13 @@ def resolve_checkpoint(spec: str | Path) -> Path:
         raise CheckpointError(f"{spec}: could not fetch from the Hugging Face hub ({e})") from None
 
 
-def load_checkpoint(spec: str | Path, allow_pickle: bool = False) -> tuple[RxTModel, SourceInfo]:
-    """Read any supported checkpoint into the canonical model (eval mode, fp32)."""
+def load_checkpoint(
+    spec: str | Path, allow_pickle: bool = False, narrow_experts: bool = False
+) -> tuple[RxTModel, SourceInfo]:
+    """Read any supported checkpoint into the canonical model (eval mode, fp32).
+
+    narrow_experts=True keeps MoE expert stacks stored in a narrower float (bf16) as stored: the model computes
+    the same (each selected expert is widened when used) in about half the memory; for references, not export."""
     directory = resolve_checkpoint(spec)
     if (directory / "config.json").is_file():
         read_json(
@@ -64,7 +69,7 @@ def load_checkpoint(spec: str | Path, allow_pickle: bool = False) -> tuple[RxTMo
         )  # a malformed config.json is named as such, not as an unknown layout
     for detect, read in READERS:
         if detect(directory):
-            return read(directory, allow_pickle=allow_pickle)
+            return read(directory, allow_pickle=allow_pickle, narrow_experts=narrow_experts)
     raise CheckpointError(
         f"{directory}: unrecognised checkpoint layout; expected rxt-edge native (config.json with "
         "format 'rxt-edge-native'), rxlm (config.json with decoder_config/encoder_config/memory_attention_config), "

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from ..config import ConfigError, RxTConfig
+from ..layers import expert_stack_names
 from ..model import RxTModel
 from .common import CheckpointError, SourceInfo, fill_model, fingerprint, load_tensors, read_json, weight_file
 
@@ -28,7 +29,9 @@ def is_native(directory: Path) -> bool:
         return False
 
 
-def load_native(directory: Path, allow_pickle: bool = False) -> tuple[RxTModel, SourceInfo]:
+def load_native(
+    directory: Path, allow_pickle: bool = False, narrow_experts: bool = False
+) -> tuple[RxTModel, SourceInfo]:
     raw = read_json(directory / "config.json")
     version = raw.get("format_version")
     if not isinstance(version, int) or version > VERSION:
@@ -42,7 +45,8 @@ def load_native(directory: Path, allow_pickle: bool = False) -> tuple[RxTModel, 
     model = RxTModel(cfg).eval()
     wfile = weight_file(directory, allow_pickle)
     tensors = load_tensors(wfile, allow_pickle)
-    fill_model(model, tensors, lambda k: [k], lambda k: False, str(wfile))
+    keep = expert_stack_names(model) if narrow_experts else ()
+    fill_model(model, tensors, lambda k: [k], lambda k: False, str(wfile), keep)
     tok = next(
         (directory / n for n in ("tokenizer.json", "tokenizer.model") if (directory / n).is_file()), None
     )

@@ -33,6 +33,7 @@ from ..config import (
     MemoryNormConfig,
     RxTConfig,
 )
+from ..layers import expert_stack_names
 from ..model import RxTModel
 from .common import CheckpointError, SourceInfo, fill_model, fingerprint, load_tensors, read_json, weight_file
 
@@ -489,9 +490,11 @@ def _variant_from_weights(keys: Iterable[str], mem_cfg: dict, declared: str | No
     )
 
 
-def load_rxlm(directory: Path, allow_pickle: bool = False) -> tuple[RxTModel, SourceInfo]:
+def load_rxlm(
+    directory: Path, allow_pickle: bool = False, narrow_experts: bool = False
+) -> tuple[RxTModel, SourceInfo]:
     if all((directory / d).is_dir() for d in COMPONENT_DIRS):
-        return _load_components(directory, allow_pickle)
+        return _load_components(directory, allow_pickle, narrow_experts)
     top = read_json(directory / "config.json")
     for key in ("decoder_config", "encoder_config", "memory_attention_config"):
         if not isinstance(top.get(key), dict):
@@ -529,6 +532,7 @@ def load_rxlm(directory: Path, allow_pickle: bool = False) -> tuple[RxTModel, So
         rxlm_names(model, variant, prefixes),
         _ignorable(model, top["memory_attention_config"]),
         str(wfile),
+        expert_stack_names(model) if narrow_experts else (),
     )
     tok = directory / "tokenizer.json"
     return model, SourceInfo(
@@ -544,7 +548,9 @@ def _embeddings_shared(tensors: Mapping[str, torch.Tensor], dec: str, enc: str) 
     return a is None or b is None or (a.shape == b.shape and torch.equal(a, b))
 
 
-def _load_components(directory: Path, allow_pickle: bool) -> tuple[RxTModel, SourceInfo]:
+def _load_components(
+    directory: Path, allow_pickle: bool, narrow_experts: bool
+) -> tuple[RxTModel, SourceInfo]:
     parts, cfgs, files = [], {}, []
     for comp in COMPONENT_DIRS:
         sub = directory / comp
@@ -577,6 +583,7 @@ def _load_components(directory: Path, allow_pickle: bool) -> tuple[RxTModel, Sou
         rxlm_names(model, variant, prefixes),
         _ignorable(model, cfgs["memory_attention"]),
         str(directory),
+        expert_stack_names(model) if narrow_experts else (),
     )
     tok = directory / "tokenizer.json"
     return model, SourceInfo(
