@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,15 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Calla
             build(root)
             (root / ".built").touch()
     return root
+
+
+@pytest.fixture
+def sigint_raises():
+    """Python's KeyboardInterrupt handler on SIGINT for the test, also where the run inherited SIGINT ignored (a
+    shell starts background jobs that way, and Python then keeps it ignored): for tests that send one."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session")

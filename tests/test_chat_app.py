@@ -9,6 +9,7 @@ import json
 import os
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -58,6 +59,8 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 def _take_terminal() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # the pty becomes the controlling terminal: Ctrl-C sends SIGINT
+    # and the app hears it: a test run started as a background job passes SIGINT down ignored, which Python keeps
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class Terminal:

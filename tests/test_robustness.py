@@ -743,6 +743,7 @@ def test_fault_in_synchronous_memory_write_keeps_the_old_stm(session, monkeypatc
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals to interrupt a blocked wait")
+@pytest.mark.usefixtures("sigint_raises")
 def test_ctrl_c_while_waiting_for_the_update_keeps_it_pending(session, monkeypatch):
     """A real SIGINT while the main thread waits on the background update: the update is not lost, so the
     next turn still waits for it (no two updates writing the same buffers) and ends with the exact STM."""
