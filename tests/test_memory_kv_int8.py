@@ -63,6 +63,22 @@ def test_quantized_memory_kv_is_the_float_one_to_half_a_step(forms: dict[str, Pa
         assert np.abs(want).max() > 0.1  # not a vacuous comparison
 
 
+def test_quantized_memory_kv_spans_seven_bits(forms: dict[str, Path]) -> None:
+    """Every key slot and value channel uses [-63, 63] and reaches its end: 7 bits, so onnxruntime's AVX2 uint8 x
+    int8 product (pairs summed in int16) cannot saturate (255 x 63 x 2 < 32768; with 127 it did, and the demo
+    misspelt recalled values)."""
+    q = GraphDriver.load(forms["int8"], threads=1)
+    stm = np.random.default_rng(2).standard_normal(np.load(forms["int8"] / "initial_stm.npy").shape)
+    got = q.memory_kv(stm.astype(np.float32))
+    for key, value in zip(got[0::4], got[2::4], strict=True):
+        for tensor, axes in (
+            (key, (0, 1, 2)),
+            (value, (0, 1, 2)),
+        ):  # keys [B, H, hd, S], values [B, H, S, hd]
+            peak = np.abs(tensor.astype(np.int32)).max(axis=axes)  # per slot (keys) / per channel (values)
+            assert tensor.dtype == np.int8 and peak.max() == 63 and peak.min() == 63
+
+
 def test_decoder_logits_stay_close_to_the_float_form(forms: dict[str, Path]) -> None:
     f, q = GraphDriver.load(forms["float"], threads=1), GraphDriver.load(forms["int8"], threads=1)
     shape = np.load(forms["float"] / "initial_stm.npy").shape  # (the tiny package's own STM is zeros)
