@@ -120,15 +120,11 @@ def decoder_bytes_per_token(package_dir: Path) -> dict[str, Any]:
     manifest = load_manifest(package_dir)
     weights = decoder_file_weight_bytes(Path(package_dir) / manifest.graphs["decoder"].file)
     decoder = manifest.graphs["decoder"]
-    fbytes = 2 if any(i.dtype == "float16" for i in decoder.inputs) else 4
-    # the memory K/V (and, in int8 form, their scales) as the package stores them: contract.memory_kv_specs
-    specs = contract.memory_kv_specs(
-        manifest.model, "float16" if fbytes == 2 else "float32", decoder.memory_kv
-    )
-    stm_kv = sum(
-        math.prod(1 if d == "batch" else d for d in s.shape) * np.dtype(s.dtype).itemsize for s in specs
-    )
-    return {**weights, "stm_kv": stm_kv, "dtype_bytes": fbytes}
+    fdt = "float16" if any(i.dtype == "float16" for i in decoder.inputs) else "float32"
+    # the memory K/V (and, in int8 form, their scales) as the package stores them
+    specs = contract.memory_kv_specs(manifest.model, fdt, decoder.memory_kv)
+    stm_kv = sum(math.prod(s.conversation_shape) * np.dtype(s.dtype).itemsize for s in specs)
+    return {**weights, "stm_kv": stm_kv, "dtype_bytes": np.dtype(fdt).itemsize}
 
 
 def peak_rss_mb() -> float | None:

@@ -1,5 +1,6 @@
-"""A minimal protobuf wire-format reader, so the runtime can inspect ONNX graphs and sentencepiece models
-without the `onnx` or `protobuf` packages (neither is a runtime dependency).
+"""A minimal protobuf wire-format reader (and a writer of the two field kinds the runtime emits), so the runtime
+can inspect ONNX graphs and sentencepiece models, and write its one helper graph (captured_update's copy), without
+the `onnx` or `protobuf` packages (neither is a runtime dependency).
 
 It only splits a message into (field number, wire type, value); the caller knows the schema. It is strict
 about structure (truncation, overlong varints, field 0, deprecated group wire types are errors), never
@@ -61,3 +62,21 @@ def fields(buf: Buffer) -> Iterator[tuple[int, int, int | Buffer]]:
         else:
             raise ProtobufError(f"field {number}: unsupported wire type {wire}")
         yield number, wire, val
+
+
+def encode_varint(n: int) -> bytes:
+    """The varint encoding of a non-negative `n` (what `varint` reads)."""
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def encode_field(number: int, value: int | str | bytes) -> bytes:
+    """One field: an int as a varint, bytes or UTF-8 text length-delimited (what `fields` yields back)."""
+    if isinstance(value, int):
+        return encode_varint(number << 3 | VARINT) + encode_varint(value)
+    data = value.encode() if isinstance(value, str) else value
+    return encode_varint(number << 3 | LEN) + encode_varint(len(data)) + data

@@ -24,6 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from . import contract
+from ._protobuf import encode_field
 from .contract import ModelDims
 
 if TYPE_CHECKING:
@@ -123,29 +124,13 @@ def _identity_session(graphs: GraphSet, dtype: np.dtype) -> ort.InferenceSession
 def identity_model(elem_type: int, rank: int = 4) -> bytes:
     """ModelProto bytes of y = Identity(x), x a tensor of ONNX `elem_type` and `rank` free dimensions (opset 13,
     IR 8), written here: the runtime has no `onnx` package."""
-    shape = b"".join(_field(1, _field(2, f"d{i}")) for i in range(rank))  # TensorShapeProto.dim.dim_param
-    tensor = _field(1, _field(1, elem_type) + _field(2, shape))  # TypeProto.tensor_type: elem_type, shape
+    f = encode_field
+    shape = b"".join(f(1, f(2, f"d{i}")) for i in range(rank))  # TensorShapeProto.dim.dim_param
+    tensor = f(1, f(1, elem_type) + f(2, shape))  # TypeProto.tensor_type: elem_type, shape
 
-    def value(name: str) -> bytes:
-        return _field(1, name) + _field(2, tensor)
+    def value(name: str) -> bytes:  # ValueInfoProto: name, type
+        return f(1, name) + f(2, tensor)
 
-    node = _field(1, "x") + _field(2, "y") + _field(4, "Identity")
-    graph = _field(1, node) + _field(2, "copy") + _field(11, value("x")) + _field(12, value("y"))
-    return _field(1, 8) + _field(7, graph) + _field(8, _field(2, 13))
-
-
-def _field(number: int, value: int | str | bytes) -> bytes:
-    """One protobuf field: a varint, or length-delimited bytes / UTF-8 text."""
-    if isinstance(value, int):
-        return _varint(number << 3) + _varint(value)
-    data = value.encode() if isinstance(value, str) else value
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+    node = f(1, "x") + f(2, "y") + f(4, "Identity")  # NodeProto: input, output, op_type
+    graph = f(1, node) + f(2, "copy") + f(11, value("x")) + f(12, value("y"))  # node, name, input, output
+    return f(1, 8) + f(7, graph) + f(8, f(2, 13))  # ir_version, graph, opset_import.version

@@ -43,6 +43,11 @@ class TensorSpec:
     dtype: str  # one of TENSOR_DTYPES
     shape: tuple[int | str, ...]
 
+    @property
+    def conversation_shape(self) -> tuple[int, ...]:
+        """The shape for one conversation: batch 1 (a per-conversation buffer has no other free dimension)."""
+        return tuple(1 if d == "batch" else int(d) for d in self.shape)
+
     def to_json(self) -> dict:
         d = asdict(self)
         d["shape"] = list(self.shape)

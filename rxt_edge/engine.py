@@ -204,10 +204,7 @@ class MemoryState:
         stm_shape = (dims.memory_layers, 1, dims.stm_slots, dims.dim)
         self.stm = [buf.empty(stm_shape) for _ in range(2)]
         specs = contract.memory_kv_specs(dims, buf.dtype.name, memory_kv)  # K/V (and scales) per layer
-        self.kv = [
-            {s.name: buf.empty(tuple(1 if d == "batch" else d for d in s.shape), s.dtype) for s in specs}
-            for _ in range(2)
-        ]
+        self.kv = [{s.name: buf.empty(s.conversation_shape, s.dtype) for s in specs} for _ in range(2)]
         self.active = 0
 
     @property

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from ..layers import expert_stack_names
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 ALLOW_PICKLE_FLAG = "--allow-pickle"
@@ -93,19 +95,20 @@ def fill_model(
     source_names: Callable[[str], list[str]],
     ignorable: Callable[[str], bool],
     where: str,
-    keep_narrow: Container[str] = (),
+    narrow_experts: bool = False,
 ) -> None:
     """Copy every parameter/buffer of `model` from `tensors` (a dict or a lazy mapping: each is read once).
 
-    Keys in `keep_narrow` whose source is a narrower float (a bf16 checkpoint's routed experts) keep the
+    With `narrow_experts`, MoE expert stacks whose source is a narrower float (a bf16 checkpoint's) keep the
     source's values and dtype instead of a widened copy: a reference model of RxT-Beta's size then fits beside
-    its runtime in 24 GB.
+    its runtime in 24 GB (load_checkpoint).
 
     `source_names(our_key)` lists the checkpoint keys that may hold it (aliases in order of preference). Each
     copy checks the shape; a missing key, a wrong shape, a non-finite value, or a checkpoint key nobody asked
     for (and not `ignorable`) raises CheckpointError naming it.
     """
     used: set[str] = set()
+    keep_narrow = expert_stack_names(model) if narrow_experts else set()
     own = dict(model.state_dict(keep_vars=True))
     seen_ids: set[int] = set()
     for key, dest in own.items():

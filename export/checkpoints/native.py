@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 from ..config import ConfigError, RxTConfig
-from ..layers import expert_stack_names
 from ..model import RxTModel
 from .common import CheckpointError, SourceInfo, fill_model, fingerprint, load_tensors, read_json, weight_file
 
@@ -45,8 +44,7 @@ def load_native(
     model = RxTModel(cfg).eval()
     wfile = weight_file(directory, allow_pickle)
     tensors = load_tensors(wfile, allow_pickle)
-    keep = expert_stack_names(model) if narrow_experts else ()
-    fill_model(model, tensors, lambda k: [k], lambda k: False, str(wfile), keep)
+    fill_model(model, tensors, lambda k: [k], lambda k: False, str(wfile), narrow_experts)
     tok = next(
         (directory / n for n in ("tokenizer.json", "tokenizer.model") if (directory / n).is_file()), None
     )

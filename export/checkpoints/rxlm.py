@@ -33,7 +33,6 @@ from ..config import (
     MemoryNormConfig,
     RxTConfig,
 )
-from ..layers import expert_stack_names
 from ..model import RxTModel
 from .common import CheckpointError, SourceInfo, fill_model, fingerprint, load_tensors, read_json, weight_file
 
@@ -532,7 +531,7 @@ def load_rxlm(
         rxlm_names(model, variant, prefixes),
         _ignorable(model, top["memory_attention_config"]),
         str(wfile),
-        expert_stack_names(model) if narrow_experts else (),
+        narrow_experts,
     )
     tok = directory / "tokenizer.json"
     return model, SourceInfo(
@@ -583,7 +582,7 @@ def _load_components(
         rxlm_names(model, variant, prefixes),
         _ignorable(model, cfgs["memory_attention"]),
         str(directory),
-        expert_stack_names(model) if narrow_experts else (),
+        narrow_experts,
     )
     tok = directory / "tokenizer.json"
     return model, SourceInfo(
