@@ -438,9 +438,12 @@ def quantize(
         str | None, typer.Option(help="Comma-separated graphs to quantize (default: the measured choice).")
     ] = None,
     memory_kv: Annotated[
-        Literal["float", "int8"],
-        typer.Option(help="CPU: the STM's K/V in int8 (faster decode, less recall: docs/quantization.md)."),
-    ] = "float",
+        Literal["auto", "float", "int8"],
+        typer.Option(
+            help="The STM's K/V every token reads: int8 (a quarter of the bytes; CPU, static-cache exports) or "
+            "float. auto: int8 where it runs and pays (2 MB a token or more), else float (docs/quantization.md)."
+        ),
+    ] = "auto",
     overwrite: Annotated[
         bool, typer.Option(help="Replace an existing package (only one rxt-edge wrote; never the source).")
     ] = False,
@@ -473,7 +476,7 @@ def quantize(
                 per_channel=False if per_tensor else None,
                 block_size=block_size,
                 accuracy_level=accuracy_level,
-                memory_kv=memory_kv,
+                memory_kv=None if memory_kv == "auto" else memory_kv,
             )
         with err.status("measuring the report (quality, then speed)"):
             rep = compare_packages(model_dir, output, threads=threads, provider=provider) if report else None

@@ -61,7 +61,7 @@ def _bench_options(args: argparse.Namespace, config: str, scheme_list: list[str]
         config=config, provider=args.provider, threads=args.threads, turns=args.turns, speed_turns=args.turns,
         query_tokens=QUERY_TOKENS, answer_tokens=ANSWER_TOKENS, quantize=",".join(scheme_list) or None,
         quant_preset=None, baseline="none", reference=args.reference, peer=True,
-        quant_memory_kv=args.memory_kv,
+        quant_memory_kv=None if args.memory_kv == "auto" else args.memory_kv,
     )  # fmt: skip
 
 
@@ -280,8 +280,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json-out", type=Path, default=None, help="write every round's figures here")
     p.add_argument(
         "--memory-kv",
-        choices=("float", "int8"),
-        default="float",
+        choices=("auto", "float", "int8"),
+        default="auto",
         help="our int8/int4 packages' memory cross-attention K/V form (rxt-edge quantize --memory-kv)",
     )
     p.add_argument(

@@ -54,7 +54,8 @@ def _add_quantized(prep: Prepared, opts: BenchOptions, root: Path, step: Callabl
     for scheme in schemes:
         preset = quant_preset(opts, scheme)
         per_tensor = opts.quant_per_tensor and scheme == "int8-dynamic"
-        kv8 = "memory-kv-int8" if opts.quant_memory_kv == "int8" else None
+        form = opts.quant_memory_kv or q.default_memory_kv(prep.package, scheme)
+        kv8 = "memory-kv-int8" if form == "int8" else None  # float keeps the name caches had before int8
         name = "-".join(
             x for x in ("package", scheme, preset, "per-tensor" if per_tensor else None, kv8) if x
         )
@@ -71,7 +72,7 @@ def _add_quantized(prep: Prepared, opts: BenchOptions, root: Path, step: Callabl
                     preset=preset,
                     overwrite=True,
                     per_channel=False if per_tensor else None,
-                    memory_kv=opts.quant_memory_kv,
+                    memory_kv=form,
                 )
             except Exception as e:  # noqa: BLE001 - reported, the rest of the bench still runs
                 prep.notes.append(f"quantization ({scheme}) failed: {type(e).__name__}: {e}")

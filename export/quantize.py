@@ -93,7 +93,8 @@ class Scope:
 # Measured defaults (docs/quantization.md, alpha-mini): the decoder (head included) carries the decode cost and
 # tolerates int8 (head in int8: KL 0.0101 -> 0.0106 nats). The encoder and memory update write the STM: in int8
 # it ends 1-4% off after 6 turns and the decoder's KL doubles (int4: 14-47% off); they run off the user's path,
-# so they stay fp32 unless asked for. memory_kv (once per turn) gains no speed and adds error: fp32.
+# so they stay fp32 unless asked for. memory_kv (once per turn) gains no speed and adds error: fp32 (its
+# output, the K/V every token reads, is a separate choice: `quantize_package(memory_kv=...)`).
 DEFAULT_SCOPES = {
     "int8-dynamic": Scope(graphs=(contract.DECODER,), head=True, embedding=False),
     "int8-block": Scope(graphs=(contract.DECODER,), head=True, embedding=False),
@@ -392,7 +393,9 @@ def quantize_package(
     weight scale per matrix, 7-11% faster decode on our CPU at a small cost in exactness, docs/quantization.md).
     `block_size`, `accuracy_level`, `symmetric` and `head_bits` override the settings of the MatMulNBits
     schemes (`BLOCK_SCHEMES`). `memory_kv`: the memory cross-attention K/V form (`contract.MEMORY_KVS`,
-    export/quantize_memory_kv.py); default "float"; "int8" for the CPU schemes and a static-cache decoder.
+    export/quantize_memory_kv.py); default: "int8" for the CPU schemes of a static-cache export whose K/V are
+    large enough to pay (`int8_memory_kv_pays`: a quarter of the bytes every token reads, recall unchanged,
+    docs/quantization.md), "float" otherwise (`default_memory_kv`).
     """
     if scheme not in SCHEMES:
         raise QuantizeError(f"scheme: {scheme!r} is not supported; choose one of {list(SCHEMES)}")
@@ -486,8 +489,16 @@ def quantize_package(
                 raise QuantizeError(
                     f"quantizing the {name} graph ({scheme}) failed: {type(e).__name__}: {e}"
                 ) from e
+            precision = (
+                scheme if name in scope.graphs else "fp32"
+            )  # rewritten for the K/V form only: fp32 weights
             data["graphs"][name] = writer.graph_entry(
-                name, dims, scheme, fdt, manifest.graphs[name].kv_cache, memory_kv if rewrites_kv else "float"
+                name,
+                dims,
+                precision,
+                fdt,
+                manifest.graphs[name].kv_cache,
+                memory_kv if rewrites_kv else "float",
             )
 
         stm_name = Path(manifest.initial_stm.file).name
@@ -510,21 +521,49 @@ def quantize_package(
 
 
 def _memory_kv_form(asked: str | None, scheme: str, decoder: Path, dims: contract.ModelDims) -> str:
-    """The memory K/V form to write: `asked` (default float), checked against the scheme and the decoder."""
+    """The memory K/V form to write: `asked`, checked against the scheme and the decoder; None picks int8 where it
+    runs and pays (a CPU scheme, the static-cache decoder's fused memory attention, K/V of 2 MB a token or more),
+    float elsewhere."""
     if asked is not None and asked not in contract.MEMORY_KVS:
         raise QuantizeError(f"memory_kv: {asked!r} is not one of {list(contract.MEMORY_KVS)}")
-    if asked is None or asked == "float":  # int8 costs the demo 2-8 points of recall (docs/quantization.md)
+    if asked == "float":
         return "float"
     if scheme not in CPU_SCHEMES:
+        if asked is None:
+            return "float"
         raise QuantizeError(
             f"memory_kv int8 is a CPU form (DynamicQuantizeMatMul); {scheme} packages keep float"
         )
+    if asked is None and not int8_memory_kv_pays(dims):
+        return "float"
     if not memory_kv_available(onnx.load(str(decoder), load_external_data=False), dims):
+        if asked is None:  # a dynamic-cache or unfused export: the form it can read
+            return "float"
         raise QuantizeError(
             "memory_kv int8 needs the static-cache decoder's fused memory attention (export with the default "
             "kv_cache); this package's decoder does not have it"
         )
     return "int8"
+
+
+# Below this many float32 bytes of memory K/V per token the float form is faster: the K/V stay in the core's
+# caches and DynamicQuantizeMatMul's per-call work outweighs the bytes saved. Measured on a quiet Xeon, 1 thread
+# (docs/quantization.md): alpha-micro (0.75 MB) int8 K/V 7-14% slower, alpha-mini (8 MB) 15-20% faster, Beta
+# (88 MB) 29% faster.
+INT8_MEMORY_KV_FROM_BYTES = 2 << 20
+
+
+def int8_memory_kv_pays(dims: contract.ModelDims) -> bool:
+    """Whether the memory K/V every token reads are large enough for the int8 form to be the faster one."""
+    per_token = 2 * dims.memory_layers * dims.cross_kv_heads * dims.stm_slots * dims.head_dim * 4
+    return per_token >= INT8_MEMORY_KV_FROM_BYTES
+
+
+def default_memory_kv(source: str | os.PathLike[str], scheme: str) -> str:
+    """The memory K/V form `quantize_package(source, ..., scheme)` writes when not asked for one."""
+    manifest = load_manifest(Path(source))
+    decoder = Path(source) / manifest.graphs[contract.DECODER].file
+    return _memory_kv_form(None, scheme, decoder, manifest.model)
 
 
 def _quantization_record(

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from rxt_edge.export import quantize
 from rxt_edge.export.graph_driver import GraphDriver
-from rxt_edge.export.quantize import QuantizeError, quantize_package
+from rxt_edge.export.quantize import QuantizeError, default_memory_kv, quantize_package
 from rxt_edge.export.quantize_memory_kv import dequantized
 
 from rxt_edge import RxTSession, contract
@@ -125,6 +126,45 @@ def test_what_cannot_take_int8_memory_is_refused(tiny_package: Path, tmp_path: P
     with pytest.raises(QuantizeError, match="memory_kv"):
         quantize_package(tiny_package, tmp_path / "bad", "int8", memory_kv="int4")
     assert not (tmp_path / "fp16").exists() and not (tmp_path / "bad").exists()
+
+
+def test_int8_is_the_default_where_it_runs_and_pays(
+    tiny_package: Path, cli_unfused_export, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not asked for a form, quantize writes int8 for a CPU scheme of a static-cache export whose K/V are large
+    enough to pay, and float elsewhere: fp16 (GPUs), an unfused export (no fused memory attention to rewrite),
+    small K/V (the tiny package's, the demo's, alpha-micro's: faster in float, docs/quantization.md)."""
+
+    def dims(layers: int, heads: int, slots: int, head_dim: int) -> contract.ModelDims:
+        return contract.ModelDims(1000, 64, layers, layers, slots, head_dim, heads, heads, 128)
+
+    pays = quantize.int8_memory_kv_pays
+    assert not pays(dims(4, 2, 48, 32)) and not pays(dims(6, 4, 256, 16))  # the demo, alpha-micro
+    assert pays(dims(8, 4, 1024, 32)) and pays(dims(21, 4, 4096, 32))  # alpha-mini, RxT-Beta
+    assert [default_memory_kv(tiny_package, s) for s in ("int8", "int4", "fp16")] == ["float"] * 3
+
+    monkeypatch.setattr(quantize, "INT8_MEMORY_KV_FROM_BYTES", 0)  # the tiny package's K/V now "pay"
+    assert [default_memory_kv(tiny_package, s) for s in ("int8", "int4", "int8-dynamic", "fp16")] == [
+        "int8",
+        "int8",
+        "int8",
+        "float",
+    ]
+    m = quantize_package(tiny_package, tmp_path / "int4", "int4").manifest
+    assert (m.quantization["memory_kv"], m.graphs[contract.MEMORY_UPDATE].memory_kv, m.format_version) == (
+        "int8",
+        "int8",
+        4,
+    )
+    assert m.graphs[contract.MEMORY_UPDATE].precision == "fp32"  # rewritten for the form, weights untouched
+    _, unfused = cli_unfused_export
+    assert default_memory_kv(unfused, "int8") == "float"
+    m = quantize_package(unfused, tmp_path / "unfused-int8", "int8").manifest
+    assert (m.quantization["memory_kv"], m.graphs[contract.DECODER].memory_kv, m.format_version) == (
+        "float",
+        "float",
+        3,
+    )
 
 
 def test_floor_ratio_counts_the_stm_kv_bytes_as_stored(forms: dict[str, Path]) -> None:
