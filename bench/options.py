@@ -44,9 +44,8 @@ class BenchOptions:
     quantize: str | None = DEFAULT_QUANT_SCHEME  # a scheme of rxt_edge.export.quantize, or None
     quant_preset: str | None = "auto"  # int8-dynamic only; "auto": from this CPU's instruction set
     quant_per_tensor: bool = False  # int8-dynamic only: one weight scale per matrix instead of per channel
-    quant_memory_kv: str | None = (
-        None  # contract.MEMORY_KVS form; None: the quantizer's default (int8 on CPU)
-    )
+    # the memory K/V form (contract.MEMORY_KVS); None: the quantizer's default (int8 where the K/V are large)
+    quant_memory_kv: str | None = None
     workdir: Path | None = None  # keeps exported packages between runs; default: a temporary directory
     seed: int = 0
     window: int = 5  # turns averaged (median) at each end for the robust latency ratio

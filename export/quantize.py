@@ -489,9 +489,8 @@ def quantize_package(
                 raise QuantizeError(
                     f"quantizing the {name} graph ({scheme}) failed: {type(e).__name__}: {e}"
                 ) from e
-            precision = (
-                scheme if name in scope.graphs else "fp32"
-            )  # rewritten for the K/V form only: fp32 weights
+            # a graph rewritten for the K/V form only keeps its fp32 weights
+            precision = scheme if name in scope.graphs else "fp32"
             data["graphs"][name] = writer.graph_entry(
                 name,
                 dims,
