@@ -486,7 +486,10 @@ def quantize(
         out = {"output": str(output), "quantization": result.manifest.quantization}
         print(json.dumps({**out, "report": rep.to_json() if rep else None}, indent=2))
         return
-    err.print(f"[green]wrote[/] {output} ({scheme}, graphs: {', '.join(result.scope.graphs)})")
+    kv = result.manifest.quantization.get("memory_kv", "float")
+    err.print(
+        f"[green]wrote[/] {output} ({scheme}, graphs: {', '.join(result.scope.graphs)}; memory K/V: {kv})"
+    )
     if rep:
         print_quant_report(rep, Console())
 

@@ -21,6 +21,7 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from rxt_edge import GenerationConfig, RxTSession
+from rxt_edge.manifest import load_manifest
 from rxt_edge.snapshot import load_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,6 +119,17 @@ def test_quantize_refuses_bad_options_before_any_work(tmp_path, tiny_package):
         out = rxt("quantize", str(tiny_package), "-o", str(out_dir), *args)
         assert out.exit_code == 2 and message in out.stderr, out.stderr
         assert "[" not in out.stderr and not out_dir.exists()
+
+
+def test_quantize_says_which_memory_kv_form_it_wrote(tmp_path, tiny_package):
+    """The tiny package's K/V are below the int8 size rule: auto writes float; asked for, int8 (format 4)."""
+    for args, form, version in (([], "float", 3), (["--memory-kv", "int8"], "int8", 4)):
+        out_dir = tmp_path / form
+        r = rxt("quantize", str(tiny_package), "-o", str(out_dir), "--no-report", *args, columns=300)
+        assert r.exit_code == 0, r.stderr
+        assert f"(int8, graphs: decoder; memory K/V: {form})" in r.stderr
+        m = load_manifest(out_dir)
+        assert (m.quantization["memory_kv"], m.format_version) == (form, version)
 
 
 def test_export_and_verify_say_when_torch_is_missing(monkeypatch):
