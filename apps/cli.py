@@ -20,6 +20,13 @@ from rich.markup import escape
 
 from rxt_edge.sampling import GenerationConfig
 
+from .quantize_options import (
+    DEFAULT_QUANT_PRESET,
+    QUANT_PRESETS,
+    QUANT_SCHEMES,
+    refused_combination,
+)
+
 app = typer.Typer(
     name="rxt-edge",
     help="Run Reactive Transformer (RxT) models on laptops and edge devices.",
@@ -35,17 +42,6 @@ DemoOrPackage = Annotated[
     typer.Argument(metavar="MODEL_DIR", help="Model package directory (default: the shipped demo model)."),
 ]
 err = Console(stderr=True, soft_wrap=True)  # an error line wraps where the terminal does: paths stay whole
-# `rxt-edge quantize` choices, spelled here so `--help` lists them without importing onnx; tests/test_cli.py
-# checks them against rxt_edge.export.quantize.
-QUANT_SCHEMES = ("int8", "int4", "int8-dynamic", "int8-block", "int4-block", "fp16")
-# The MatMulNBits schemes, which take --block-size and --accuracy-level.
-QUANT_BLOCK_SCHEMES = ("int8", "int4", "int8-block", "int4-block")
-QUANT_BLOCK_SIZES = (16, 32, 64, 128, 256)
-QUANT_PRESETS = ("avx2", "avx512", "avx512_vnni", "arm64")
-# One rule for `--preset` (quantize) and `--quant-preset` (bench): avx2 unless told otherwise. A quantized
-# package travels to other machines, and avx2 runs correctly on every x86-64 CPU; bench's rows then measure the
-# package `rxt-edge quantize` makes by default. Name a preset (bench also takes `auto`) to target a CPU.
-DEFAULT_QUANT_PRESET = "avx2"
 GENERATION = GenerationConfig()  # chat's defaults are the API's
 
 
@@ -455,7 +451,9 @@ def quantize(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result and report as JSON.")] = False,
 ) -> None:
     """Quantize a model package (new directory, manifest updated) and report quality and speed against it."""
-    _check_quantize_options(scheme, preset, per_tensor, graphs, block_size, accuracy_level)
+    refused = refused_combination(scheme, preset, per_tensor, graphs, block_size, accuracy_level)
+    if refused:  # before anything loads or any spinner shows
+        raise fail(refused)
     from rxt_edge.bench.quant_report import compare_packages, print_quant_report
     from rxt_edge.export.quantize import DEFAULT_SCOPES, QuantizeError, Scope, quantize_package
 
@@ -492,32 +490,6 @@ def quantize(
     )
     if rep:
         print_quant_report(rep, Console())
-
-
-def _check_quantize_options(
-    scheme: str,
-    preset: str | None,
-    per_tensor: bool,
-    graphs: str | None,
-    block_size: int | None = None,
-    accuracy_level: int | None = None,
-) -> None:
-    """The option combinations quantize refuses, refused before anything loads or any spinner shows."""
-    from rxt_edge.contract import GRAPH_NAMES
-
-    if scheme != "int8-dynamic" and (preset is not None or per_tensor):
-        option = "--preset" if preset is not None else "--per-tensor"
-        raise fail(f"{option} applies to --scheme int8-dynamic only, not to {scheme}")
-    if scheme not in QUANT_BLOCK_SCHEMES and (block_size is not None or accuracy_level is not None):
-        option = "--block-size" if block_size is not None else "--accuracy-level"
-        raise fail(f"{option} applies to --scheme {', '.join(QUANT_BLOCK_SCHEMES)} only, not to {scheme}")
-    if block_size is not None and block_size not in QUANT_BLOCK_SIZES:
-        raise fail(f"--block-size {block_size}: choose one of {', '.join(map(str, QUANT_BLOCK_SIZES))}")
-    if graphs is not None:
-        names = [g.strip() for g in graphs.split(",") if g.strip()]
-        unknown = [g for g in names if g not in GRAPH_NAMES]
-        if unknown or not names:
-            raise fail(f"--graphs: {', '.join(unknown) or 'empty'}; choose from {', '.join(GRAPH_NAMES)}")
 
 
 @app.command(short_help="Serve a model over an OpenAI-compatible HTTP API (stateful).")

@@ -37,7 +37,7 @@ from rxt_edge.manifest import Manifest, ManifestError, load_manifest, verify_fil
 from rxt_edge.package_writer import PackageWriteError, PackageWriter
 
 from .quantize_io import graph_bytes, load_deferred, load_graph
-from .quantize_memory_kv import available as memory_kv_available
+from .quantize_memory_kv import MemoryKVError, choose_memory_kv
 from .quantize_memory_kv import rewrite as rewrite_memory_kv
 from .quantize_moe import experts_record, quantize_experts
 from .quantize_nbits import BLOCK_SCHEMES, BlockConfig, block_config, block_widths, plan_passes
@@ -394,8 +394,8 @@ def quantize_package(
     `block_size`, `accuracy_level`, `symmetric` and `head_bits` override the settings of the MatMulNBits
     schemes (`BLOCK_SCHEMES`). `memory_kv`: the memory cross-attention K/V form (`contract.MEMORY_KVS`,
     export/quantize_memory_kv.py); default: "int8" for the CPU schemes of a static-cache export whose K/V are
-    large enough to pay (`int8_memory_kv_pays`: a quarter of the bytes every token reads, recall unchanged,
-    docs/quantization.md), "float" otherwise (`default_memory_kv`).
+    large enough to pay (`int8_memory_kv_pays` there: a quarter of the bytes every token reads, recall
+    unchanged, docs/quantization.md), "float" otherwise (`default_memory_kv`).
     """
     if scheme not in SCHEMES:
         raise QuantizeError(f"scheme: {scheme!r} is not supported; choose one of {list(SCHEMES)}")
@@ -520,42 +520,10 @@ def quantize_package(
 
 
 def _memory_kv_form(asked: str | None, scheme: str, decoder: Path, dims: contract.ModelDims) -> str:
-    """The memory K/V form to write: `asked`, checked against the scheme and the decoder; None picks int8 where it
-    runs and pays (a CPU scheme, the static-cache decoder's fused memory attention, K/V of 2 MB a token or more),
-    float elsewhere."""
-    if asked is not None and asked not in contract.MEMORY_KVS:
-        raise QuantizeError(f"memory_kv: {asked!r} is not one of {list(contract.MEMORY_KVS)}")
-    if asked == "float":
-        return "float"
-    if scheme not in CPU_SCHEMES:
-        if asked is None:
-            return "float"
-        raise QuantizeError(
-            f"memory_kv int8 is a CPU form (DynamicQuantizeMatMul); {scheme} packages keep float"
-        )
-    if asked is None and not int8_memory_kv_pays(dims):
-        return "float"
-    if not memory_kv_available(onnx.load(str(decoder), load_external_data=False), dims):
-        if asked is None:  # a dynamic-cache or unfused export: the form it can read
-            return "float"
-        raise QuantizeError(
-            "memory_kv int8 needs the static-cache decoder's fused memory attention (export with the default "
-            "kv_cache); this package's decoder does not have it"
-        )
-    return "int8"
-
-
-# Below this many float32 bytes of memory K/V per token the float form is faster: the K/V stay in the core's
-# caches and DynamicQuantizeMatMul's per-call work outweighs the bytes saved. Measured on a quiet Xeon, 1 thread
-# (docs/quantization.md): alpha-micro (0.75 MB) int8 K/V 7-14% slower, alpha-mini (8 MB) 15-20% faster, Beta
-# (88 MB) 29% faster.
-INT8_MEMORY_KV_FROM_BYTES = 2 << 20
-
-
-def int8_memory_kv_pays(dims: contract.ModelDims) -> bool:
-    """Whether the memory K/V every token reads are large enough for the int8 form to be the faster one."""
-    per_token = 2 * dims.memory_layers * dims.cross_kv_heads * dims.stm_slots * dims.head_dim * 4
-    return per_token >= INT8_MEMORY_KV_FROM_BYTES
+    try:
+        return choose_memory_kv(asked, scheme, scheme in CPU_SCHEMES, decoder, dims)
+    except MemoryKVError as e:
+        raise QuantizeError(str(e)) from None
 
 
 def default_memory_kv(source: str | os.PathLike[str], scheme: str) -> str:

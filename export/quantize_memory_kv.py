@@ -22,6 +22,8 @@ Only the static-cache decoder has the fused node; `available` says whether a dec
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -145,6 +147,46 @@ def quantize_memory_outputs(model: onnx.ModelProto, graph: str, dims: contract.M
     del g.output[:]
     g.output.extend(outputs)
     return dims.memory_layers
+
+
+# Below this many float32 bytes of memory K/V per token the float form is faster: the K/V stay in the core's
+# caches and DynamicQuantizeMatMul's per-call work outweighs the bytes saved. Measured on a quiet Xeon, 1 thread
+# (docs/quantization.md): alpha-micro (0.75 MB) int8 K/V 7-14% slower, alpha-mini (8 MB) 15-20% faster, Beta
+# (88 MB) 29% faster.
+INT8_MEMORY_KV_FROM_BYTES = 2 << 20
+
+
+def int8_memory_kv_pays(dims: contract.ModelDims) -> bool:
+    """Whether the memory K/V every token reads are large enough for the int8 form to be the faster one."""
+    per_token = 2 * dims.memory_layers * dims.cross_kv_heads * dims.stm_slots * dims.head_dim * 4
+    return per_token >= INT8_MEMORY_KV_FROM_BYTES
+
+
+def choose_memory_kv(
+    asked: str | None, scheme: str, cpu_scheme: bool, decoder: Path, dims: contract.ModelDims
+) -> str:
+    """The memory K/V form a quantized package gets: `asked`, checked against the scheme and the `decoder` file;
+    None picks int8 where it runs and pays (a CPU scheme, the static-cache decoder's fused memory attention, K/V
+    of `INT8_MEMORY_KV_FROM_BYTES` a token or more), float elsewhere. Raises MemoryKVError."""
+    if asked is not None and asked not in contract.MEMORY_KVS:
+        raise MemoryKVError(f"memory_kv: {asked!r} is not one of {list(contract.MEMORY_KVS)}")
+    if asked == "float" or (asked is None and not (cpu_scheme and int8_memory_kv_pays(dims))):
+        return "float"
+    why = (
+        None
+        if cpu_scheme
+        else f"memory_kv int8 is a CPU form (DynamicQuantizeMatMul); {scheme} packages keep float"
+    )
+    if why is None and not available(onnx.load(str(decoder), load_external_data=False), dims):
+        why = (
+            "memory_kv int8 needs the static-cache decoder's fused memory attention (export with the default "
+            "kv_cache); this package's decoder does not have it"
+        )
+    if why is None:
+        return "int8"
+    if asked is None:  # a dynamic-cache or unfused export: the form it can read
+        return "float"
+    raise MemoryKVError(why)
 
 
 def _attribute(node: onnx.NodeProto, name: str):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from rxt_edge.export import quantize
+from rxt_edge.export import quantize_memory_kv
 from rxt_edge.export.graph_driver import GraphDriver
 from rxt_edge.export.quantize import QuantizeError, default_memory_kv, quantize_package
 from rxt_edge.export.quantize_memory_kv import dequantized
@@ -138,12 +138,14 @@ def test_int8_is_the_default_where_it_runs_and_pays(
     def dims(layers: int, heads: int, slots: int, head_dim: int) -> contract.ModelDims:
         return contract.ModelDims(1000, 64, layers, layers, slots, head_dim, heads, heads, 128)
 
-    pays = quantize.int8_memory_kv_pays
+    pays = quantize_memory_kv.int8_memory_kv_pays
     assert not pays(dims(4, 2, 48, 32)) and not pays(dims(6, 4, 256, 16))  # the demo, alpha-micro
     assert pays(dims(8, 4, 1024, 32)) and pays(dims(21, 4, 4096, 32))  # alpha-mini, RxT-Beta
     assert [default_memory_kv(tiny_package, s) for s in ("int8", "int4", "fp16")] == ["float"] * 3
 
-    monkeypatch.setattr(quantize, "INT8_MEMORY_KV_FROM_BYTES", 0)  # the tiny package's K/V now "pay"
+    monkeypatch.setattr(
+        quantize_memory_kv, "INT8_MEMORY_KV_FROM_BYTES", 0
+    )  # the tiny package's K/V now "pay"
     assert [default_memory_kv(tiny_package, s) for s in ("int8", "int4", "int8-dynamic", "fp16")] == [
         "int8",
         "int8",

@@ -46,12 +46,12 @@ def test_defaults_are_the_documented_ones() -> None:
 
 
 def test_cli_default_scheme_is_int8() -> None:
-    from rxt_edge.apps import cli
+    from rxt_edge.apps import cli, quantize_options
     from typer.main import get_command
 
     params = {p.name: p for p in get_command(cli.app).commands["quantize"].params}
     assert params["scheme"].default == "int8"
-    assert cli.QUANT_BLOCK_SCHEMES == tuple(BLOCK_SCHEMES)
+    assert quantize_options.QUANT_BLOCK_SCHEMES == tuple(BLOCK_SCHEMES)
 
 
 def test_overrides_reach_the_graph_and_the_head_can_keep_8_bits(tiny_package: Path, tmp_path: Path) -> None:
