@@ -16,7 +16,9 @@ Rewrites:
   channel, `QuantizeLinear` along that axis), the scales become outputs beside the tensors;
 - decoder: each fused memory attention (`com.microsoft.MultiHeadAttention` over `memory_key.i` /
   `memory_value.i`, see export/memory_attention.py) becomes scaled scores = DQMatMul(q, K), Softmax,
-  DQMatMul(p, V), with the query/output head layout the MHA node had.
+  DQMatMul(p, V), with the query/output head layout the MHA node had. Seven nodes a layer: the exporter's
+  Reshapes around the MHA node merge into the path's own, and the softmax scale goes into the query
+  projection's weights (`read_int8_memory`); the K/V inputs and their scales keep their meaning.
 Only the static-cache decoder has the fused node; `available` says whether a decoder can take the form.
 """
 
@@ -198,8 +200,148 @@ def _int8_product(a: str, b: str, b_scale: str, out: str) -> onnx.NodeProto:
     return helper.make_node("DynamicQuantizeMatMul", [a, b, b_scale], [out], domain=MS_DOMAIN)
 
 
+# Ops that are linear in their first input and only move or keep its values: scaling that input scales the output.
+_VIEWS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity")
+_DEFAULT = ("", "ai.onnx")
+
+
+class _Index:
+    """Who writes and who reads each value of a graph (subgraph reads count), for the rewrite's local checks."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.inits = {t.name: t for t in graph.initializer}
+        self.producer = {o: n for n in graph.node for o in n.output if o}
+        self.readers: dict[str, list[onnx.NodeProto]] = {}
+        self.outputs = {o.name for o in graph.output}
+        for node in graph.node:
+            for name in [*node.input, *_subgraph_reads(node)]:
+                if name:
+                    self.readers.setdefault(name, []).append(node)
+
+    def only_reader(self, name: str) -> onnx.NodeProto | None:
+        """The one node reading `name`, or None where more (or a graph output) read it."""
+        readers = self.readers.get(name, [])
+        return readers[0] if len(readers) == 1 and name not in self.outputs else None
+
+    def ints(self, name: str) -> list[int] | None:
+        """A constant int64 tensor (initializer or Constant node) as a flat list, else None."""
+        t = self.inits.get(name)
+        node = self.producer.get(name)
+        if t is None and node is not None and node.op_type == "Constant" and node.domain in _DEFAULT:
+            t = _attribute(node, "value")
+        if t is None or t.data_type != TensorProto.INT64:
+            return None
+        return numpy_helper.to_array(t).reshape(-1).tolist()
+
+
+def _subgraph_reads(node: onnx.NodeProto) -> list[str]:
+    graphs = [g for a in node.attribute for g in ([a.g] if a.type == a.GRAPH else list(a.graphs))]
+    return [x for g in graphs for n in g.node for x in [*n.input, *_subgraph_reads(n)]]
+
+
+def _plain_reshape(node: onnx.NodeProto | None) -> bool:
+    """A default-domain Reshape whose 0 entries copy the input's dim (allowzero unset)."""
+    return (
+        node is not None
+        and node.op_type == "Reshape"
+        and node.domain in _DEFAULT
+        and not _attribute(node, "allowzero")
+    )
+
+
+def _query_source(index: _Index, mha: onnx.NodeProto) -> tuple[str, onnx.NodeProto | None]:
+    """The tensor the int8 path's `[0, -1, h, hd]` Reshape of the query reads, and the Reshape it makes
+    redundant: the exporter's own Reshape of the query (read only here) is skipped when it keeps dim 0 (its
+    shape's first entry 0), since Reshape(Reshape(x, a), [0, -1, h, hd]) is then Reshape(x, [0, -1, h, hd])."""
+    q = mha.input[0]
+    inner = index.producer.get(q)
+    shape = index.ints(inner.input[1]) if _plain_reshape(inner) and len(inner.input) > 1 else None
+    if index.only_reader(q) is mha and shape and shape[0] == 0:
+        return inner.input[0], inner
+    return q, None
+
+
+def _output_target(index: _Index, mha: onnx.NodeProto) -> tuple[str, str, onnx.NodeProto | None]:
+    """(output, shape) of the int8 path's last Reshape, and the Reshape it replaces: the output's only reader,
+    where it is a Reshape to a constant shape whose 0 entries fall on dims the heads layout [B, T', h, hd] shares
+    with [B, T', h * hd] (so Reshape(Reshape(o, [0, -1, h * hd]), b) is Reshape(o, b))."""
+    out = mha.output[0]
+    outer = index.only_reader(out)
+    shape = index.ints(outer.input[1]) if _plain_reshape(outer) and len(outer.input) > 1 else None
+    if shape is not None and outer.input[0] == out and all(d != 0 for d in shape[2:]):
+        return outer.output[0], outer.input[1], outer
+    return out, "memory_kv/int8/heads_out", None
+
+
+def _query_projection(index: _Index, q: str) -> list[tuple[onnx.NodeProto, int]] | None:
+    """The float initializers, as (node, input index), that multiplied by c multiply the query `q` by c: the
+    weight of the constant-weight MatMul whose output reaches `q` only through ops linear in it (views,
+    RotaryEmbedding) and at most one constant Add (a bias), each value read by the next op alone. None where
+    there is no such chain."""
+    value, scaled = q, []
+    while (node := index.producer.get(value)) is not None and index.only_reader(value) is not None:
+        view = node.op_type in _VIEWS and node.domain in _DEFAULT
+        if view or (node.op_type == "RotaryEmbedding" and node.domain == MS_DOMAIN):  # RoPE: linear in x
+            value = node.input[0]
+            continue
+        consts = [k for k, x in enumerate(node.input) if _float_init(index, x)]
+        if node.op_type == "Add" and node.domain in _DEFAULT and len(consts) == 1 and not scaled:
+            scaled.append((node, consts[0]))  # a bias: c (x + b) = c x + c b
+            value = node.input[1 - consts[0]]
+            continue
+        if node.op_type == "MatMul" and node.domain in _DEFAULT and consts == [1]:
+            return [(node, 1), *scaled]
+        return None
+    return None
+
+
+def _float_init(index: _Index, name: str) -> bool:
+    t = index.inits.get(name)
+    return t is not None and t.data_type == TensorProto.FLOAT
+
+
+def _fold_scale(model: onnx.ModelProto, index: _Index, q: str, scale: float) -> bool:
+    """Scale the query projection's weight (and bias) by the softmax scale instead of the query at every step:
+    the ops between are linear in it (RoPE rotates), so the query arrives scaled. Done before the weights are
+    quantized; a block's scale takes the factor, its integers stay. Returns whether it was folded."""
+    found = _query_projection(index, q)
+    if found is None:
+        return False
+    for node, k in found:
+        name = node.input[k]
+        array = numpy_helper.to_array(index.inits[name]) * np.float32(scale)
+        if len(index.readers.get(name, [])) == 1 and name not in index.outputs:
+            index.inits[name].CopyFrom(numpy_helper.from_array(array, name))
+        else:  # shared with another reader: a scaled copy for this one
+            node.input[k] = f"{name}/scaled_rxq"
+            model.graph.initializer.append(numpy_helper.from_array(array, node.input[k]))
+    return True
+
+
+def _drop_unused(model: onnx.ModelProto, names: set[str]) -> None:
+    """Remove the initializers among `names` and the value_info of values that nothing reads or writes now."""
+    g = model.graph
+    read = {x for n in g.node for x in [*n.input, *_subgraph_reads(n)]} | {o.name for o in g.output}
+    written = (
+        {o for n in g.node for o in n.output} | {i.name for i in g.input} | {t.name for t in g.initializer}
+    )
+    kept = [t for t in g.initializer if t.name not in names or t.name in read]
+    if len(kept) != len(g.initializer):
+        del g.initializer[:]
+        g.initializer.extend(kept)
+    info = [v for v in g.value_info if v.name in written]
+    del g.value_info[:]
+    g.value_info.extend(info)
+
+
 def read_int8_memory(model: onnx.ModelProto, dims: contract.ModelDims, kv_cache: str) -> int:
-    """decoder: each fused memory attention -> DQMatMul scores, Softmax, DQMatMul output; returns the layers."""
+    """decoder: each fused memory attention -> DQMatMul scores, Softmax, DQMatMul output; returns the layers.
+
+    Per layer, at one thread every node is a few microseconds of dispatch in a ~2 ms step, so the path is kept
+    short: the exporter's Reshapes on either side are merged into the path's own (`_query_source`,
+    `_output_target`) and the softmax scale goes into the query projection's weights (`_fold_scale`), leaving
+    Reshape, Transpose, DQMatMul, Softmax, DQMatMul, Transpose, Reshape. Where a check fails the layer keeps
+    the Reshape pair or the scale Mul: the same numbers either way."""
     nodes = _memory_attention_nodes(model, dims.memory_layers)
     if not available(model, dims):
         raise MemoryKVError(
@@ -208,34 +350,53 @@ def read_int8_memory(model: onnx.ModelProto, dims: contract.ModelDims, kv_cache:
         )
     g = model.graph
     h, hd = dims.cross_kv_heads, dims.head_dim
+    for i, node in nodes.items():
+        heads = _attribute(node, "num_heads")
+        if heads != h:
+            raise MemoryKVError(f"memory layer {i}: the attention has {heads} heads, the K/V {h}")
+    index = _Index(g)
     g.initializer.append(_ints("memory_kv/int8/heads_in", [0, -1, h, hd]))
     g.initializer.append(_ints("memory_kv/int8/heads_out", [0, -1, h * hd]))
     layer_of = {id(n): i for i, n in nodes.items()}
+    merged: set[int] = set()  # ids of the exporter's Reshapes merged into a path
+    plans = {}
+    for i, node in nodes.items():
+        scale = _attribute(node, "scale")
+        scale = float(scale) if scale else hd**-0.5
+        source, inner = _query_source(index, node)
+        out, shape, outer = _output_target(index, node)
+        merged.update(id(n) for n in (inner, outer) if n is not None)
+        folded = _fold_scale(model, index, node.input[0], scale)
+        plans[i] = (source, out, shape, None if folded else scale)
     rebuilt = []
     for node in g.node:
+        if id(node) in merged:
+            continue
         i = layer_of.get(id(node))
         if i is None:
             rebuilt.append(node)
             continue
-        heads, scale = _attribute(node, "num_heads"), _attribute(node, "scale")
-        if heads != h:
-            raise MemoryKVError(f"memory layer {i}: the attention has {heads} heads, the K/V {h}")
-        scale = float(scale) if scale else hd**-0.5
+        source, out, shape, scale = plans[i]
         p = f"memory_attention.{i}/int8"
-        g.initializer.append(numpy_helper.from_array(np.array(scale, np.float32), f"{p}/scale"))
-        q = node.input[0]
+        query = f"{p}/qh" if scale is None else f"{p}/qs"
         rebuilt += [
-            helper.make_node("Reshape", [q, "memory_kv/int8/heads_in"], [f"{p}/q4"]),
+            helper.make_node("Reshape", [source, "memory_kv/int8/heads_in"], [f"{p}/q4"]),
             helper.make_node("Transpose", [f"{p}/q4"], [f"{p}/qh"], perm=[0, 2, 1, 3]),  # [B, H, T', hd]
-            helper.make_node("Mul", [f"{p}/qh", f"{p}/scale"], [f"{p}/qs"]),
-            _int8_product(f"{p}/qs", contract.memory_key(i), contract.memory_key_scale(i), f"{p}/scores"),
+        ]
+        if scale is not None:  # not folded into the weights
+            g.initializer.append(numpy_helper.from_array(np.array(scale, np.float32), f"{p}/scale"))
+            rebuilt.append(helper.make_node("Mul", [f"{p}/qh", f"{p}/scale"], [f"{p}/qs"]))
+        rebuilt += [
+            _int8_product(query, contract.memory_key(i), contract.memory_key_scale(i), f"{p}/scores"),
             helper.make_node("Softmax", [f"{p}/scores"], [f"{p}/probs"], axis=-1),  # [B, H, T', S]
             _int8_product(f"{p}/probs", contract.memory_value(i), contract.memory_value_scale(i), f"{p}/oh"),
             helper.make_node("Transpose", [f"{p}/oh"], [f"{p}/o4"], perm=[0, 2, 1, 3]),
-            helper.make_node("Reshape", [f"{p}/o4", "memory_kv/int8/heads_out"], [node.output[0]]),
+            helper.make_node("Reshape", [f"{p}/o4", shape], [out]),
         ]
+    dropped = {x for n in g.node if id(n) in merged for x in n.input[1:]}
     del g.node[:]
     g.node.extend(rebuilt)
+    _drop_unused(model, dropped | {"memory_kv/int8/heads_in", "memory_kv/int8/heads_out"})
     inputs = _redeclare(g.input, dims, contract.DECODER, kv_cache, outputs=False)
     del g.input[:]
     g.input.extend(inputs)

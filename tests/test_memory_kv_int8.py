@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from rxt_edge.export import quantize_memory_kv
 from rxt_edge.export.graph_driver import GraphDriver
@@ -90,6 +92,103 @@ def test_decoder_logits_stay_close_to_the_float_form(forms: dict[str, Path]) -> 
     spread = float(np.abs(lf).max())
     assert float(np.abs(lf - lq).max()) < 0.05 * spread
     assert float(np.abs(lf - lq).max()) > 0  # the int8 path is really taken
+
+
+def test_memory_attention_path_has_no_reshape_pairs_and_no_scale_mul(forms: dict[str, Path]) -> None:
+    """Each memory layer reads its int8 K/V through Reshape, Transpose, DQMatMul, Softmax, DQMatMul, Transpose,
+    Reshape: the exporter's Reshapes on either side are merged into the path's own and the softmax scale is in the
+    query projection's weights (at one thread every node costs microseconds of a millisecond decode step)."""
+    g = onnx.load(str(forms["int8"] / "decoder.onnx")).graph
+    produced = {o: n for n in g.node for o in n.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for x in n.input:
+            readers.setdefault(x, []).append(n)
+    projections = ("MatMulNBits", "MatMul")
+    for i in range(load_manifest(forms["int8"]).model.memory_layers):
+        node = next(n for n in g.node if list(n.input[1:2]) == [contract.memory_key(i)])
+        back = []
+        while node.op_type not in ("RotaryEmbedding", *projections):
+            node = produced[node.input[0]]
+            back.append(node.op_type)
+        node = next(n for n in g.node if list(n.input[1:2]) == [contract.memory_value(i)])
+        forward = []
+        while node.op_type not in projections:
+            (node,) = readers[node.output[0]]
+            forward.append(node.op_type)
+        assert (back, forward) == (
+            ["Transpose", "Reshape", "RotaryEmbedding"],
+            ["Transpose", "Reshape", "MatMulNBits"],
+        )
+
+
+def _decoder_outputs(model: onnx.ModelProto, count: int) -> list[np.ndarray]:
+    """The first `count` outputs of one decoder step (3 new tokens after 5 cached) on fixed random inputs."""
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng, feeds = np.random.default_rng(3), {}
+    for spec in session.get_inputs():
+        shape = [3 if d == "seq" else 1 if isinstance(d, str) else d for d in spec.shape]
+        if spec.name == contract.SEQLENS:
+            feeds[spec.name] = np.array([5 + 3 - 1], np.int32)
+        elif spec.type == "tensor(int64)":
+            feeds[spec.name] = rng.integers(0, 300, shape)
+        elif spec.type == "tensor(int8)":
+            feeds[spec.name] = rng.integers(-63, 64, shape).astype(np.int8)
+        elif "scale" in spec.name:
+            feeds[spec.name] = rng.uniform(0.01, 0.03, shape).astype(np.float32)
+        else:
+            feeds[spec.name] = rng.standard_normal(shape).astype(np.float32)
+    return session.run(None, feeds)[:count]
+
+
+def test_rewrite_keeps_reshapes_and_scale_where_the_query_is_read_elsewhere(tiny_package: Path) -> None:
+    """Merging the query's Reshapes or scaling its projection would change another reader of the query (here a
+    graph output): that layer keeps its Reshape pair and the scale Mul, and the decoder computes the same."""
+    m = load_manifest(tiny_package)
+    folded = onnx.load(str(tiny_package / m.graphs[contract.DECODER].file))
+    kept = onnx.ModelProto()
+    kept.CopyFrom(folded)
+    query = next(n for n in kept.graph.node if n.op_type == "MultiHeadAttention").input[0]
+    kept.graph.output.append(onnx.helper.make_tensor_value_info(query, onnx.TensorProto.FLOAT, [None] * 3))
+    for model in (folded, kept):
+        quantize_memory_kv.rewrite(model, contract.DECODER, m.model, m.graphs[contract.DECODER].kv_cache)
+        onnx.checker.check_model(model, full_check=True)
+    ops, extra = Counter(n.op_type for n in folded.graph.node), Counter(n.op_type for n in kept.graph.node)
+    assert ops["Mul"] + 1 == extra["Mul"] and ops["Reshape"] + 1 == extra["Reshape"]
+    count = len(folded.graph.output)
+    for want, have in zip(_decoder_outputs(kept, count), _decoder_outputs(folded, count), strict=True):
+        assert np.abs(have - want).max() <= 1e-3 * np.abs(want).max()
+
+
+def test_the_scale_fold_scales_weight_and_bias_and_copies_a_shared_weight() -> None:
+    """`_fold_scale` through MatMul, bias Add and a view: the query comes out times the scale, and a weight that
+    another MatMul also reads is scaled in a copy (that reader computes what it did)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+    w, b = rng.standard_normal((8, 6)).astype(np.float32), rng.standard_normal(6).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], ["xb"]),
+            helper.make_node("Reshape", ["xb", "shape"], ["q"]),
+            helper.make_node("Identity", ["q"], ["y"]),  # the attention's place
+            helper.make_node("MatMul", ["x", "w"], ["other"]),
+        ],
+        "fold",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "other")],
+        [numpy_helper.from_array(a, n) for a, n in ((w, "w"), (b, "b"), (np.array([2, 3, 2]), "shape"))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = {"x": rng.standard_normal((2, 8)).astype(np.float32)}
+    before = ort.InferenceSession(model.SerializeToString()).run(None, x)
+    index = quantize_memory_kv._Index(model.graph)
+    assert quantize_memory_kv._fold_scale(model, index, "q", 0.25)
+    after = ort.InferenceSession(model.SerializeToString()).run(None, x)
+    np.testing.assert_allclose(after[0], 0.25 * before[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(after[1], before[1])
+    assert not quantize_memory_kv._fold_scale(model, quantize_memory_kv._Index(model.graph), "y", 0.25)
 
 
 def test_runtime_runs_a_conversation_with_int8_memory(forms: dict[str, Path]) -> None:
