@@ -37,3 +37,13 @@ def test_scripted_conversation_recalls_told_facts(session):
     recall, chance = score(session, told), score(session, untold)
     assert recall >= 0.9, f"recall of told held-out facts {recall:.0%}"
     assert chance <= 0.05, f"never-told facts answered with the value {chance:.0%}"
+
+
+def test_generator_eval_scores_each_question_by_where_its_fact_was_told():
+    """recipe/generator_eval.py (in-distribution recall) runs on the shipped package and accounts every question."""
+    import generator_eval as ge
+
+    scores = ge.score(ROOT / "models" / "demo" / "package-int8", "drills", 3, 1)
+    assert set(scores) <= {"one fact", "two facts", "correction", "never told", "?"}
+    assert scores.get("two facts", (0, 0))[1] > 0  # drills always ask about a two-fact message
+    assert all(0 <= right <= asked for right, asked in scores.values())

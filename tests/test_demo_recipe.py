@@ -253,7 +253,7 @@ def test_shipped_tokenizer_is_reproducible_and_covers_heldout_values(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--stage", "11"], "unknown stage '11'"),
+        (["--stage", "13"], "unknown stage '13'"),
         (["--stage"], "--stage needs a number"),
         (["--stage", "10", "--fast"], "unknown argument: --fast"),
     ],

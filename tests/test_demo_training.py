@@ -171,3 +171,69 @@ def test_two_processes_under_torchrun_train_one_model(tmp_path):
         "torchrun --nproc-per-node 2 models/demo/recipe/train_demo.py --device cpu"
     )
     assert done.stdout.count("wrote ") == 1  # only rank 0 evaluates and writes
+
+
+def _random_demo_model(seed: int):
+    from rxt_edge.export.model import RxTModel
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(seed)
+    cfg = td.demo_config(
+        vocab=64,
+        special={n: i for n, (i, _) in td.SPECIAL_TOKENS.items()},
+        dim=32,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        ffn=48,
+        slots=8,
+    )
+    model = RxTModel(cfg)
+    td.init_weights(model, 2)
+    with torch.no_grad():  # biases non-zero too, so a misplaced bias row would show
+        for name, p in model.named_parameters():
+            if name.endswith(".bias"):
+                p.normal_(0.0, 0.05)
+    return model.eval()
+
+
+def test_grown_ffn_computes_the_same_and_its_new_units_learn():
+    import torch
+    from grow import widen_ffn
+
+    model = _random_demo_model(11)
+    grown = widen_ffn(model, 80, torch.Generator().manual_seed(0)).eval()
+    assert all(b.ffn.hidden_dim == 80 for b in grown.cfg.decoder.all_layers + grown.cfg.encoder.layers)
+    ids = torch.randint(6, 64, (2, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    stm = torch.randn(2, 2, 8, 32)
+    with torch.no_grad():
+        for m in (model, grown):
+            m.initial_stm.copy_(stm[:, :1])
+        encoded = [m.encoder(ids, mask) for m in (model, grown)]
+        assert torch.allclose(encoded[0], encoded[1], atol=1e-6)
+        written = [m.memory(stm, e, mask) for m, e in zip((model, grown), encoded, strict=True)]
+        assert torch.allclose(written[0], written[1], atol=1e-6)
+        logits = []
+        for m in (model, grown):
+            k, v = m.memory_kv(stm)
+            past_k, past_v = m.empty_cache(2)
+            logits.append(m.decoder(ids, past_k, past_v, k, v, all_logits=True)[0])
+        assert torch.allclose(logits[0], logits[1], atol=1e-5)
+    # the new units are live: one backward step puts gradient on fc2's new (zero) columns
+    k, v = grown.memory_kv(stm)
+    past_k, past_v = grown.empty_cache(2)
+    grown.decoder(ids, past_k, past_v, k, v, all_logits=True)[0].square().mean().backward()
+    fc2 = grown.decoder.blocks[0].ffn.fc2.weight
+    assert fc2[:, 48:].abs().max() == 0 and fc2.grad[:, 48:].abs().max() > 0
+
+
+def test_growing_narrower_or_a_fresh_model_is_refused(tmp_path):
+    import torch
+    from grow import widen_ffn
+
+    with pytest.raises(ValueError, match="narrower"):
+        widen_ffn(_random_demo_model(1), 32, torch.Generator())
+    with pytest.raises(SystemExit):
+        td.parse_args(["--grow-ffn", "768", "--out", str(tmp_path)])

@@ -57,24 +57,32 @@ def _pair_keys(rng: random.Random, fresh: list[str]) -> tuple[str, str] | None:
 
 
 def _tell_pair(k1: str, k2: str, facts: dict[str, str], rng: random.Random) -> dd.Turn:
-    """Two facts in one message: `demo_everyday`'s two clauses, or a first clause and a subjectless tail. A pet
-    told second always comes as a tail: "I'm {v} and I have a {kind} named {v}" (two whole clauses) is, values
-    masked, a sentence of the evaluation set, which drills (3x the pairs of `demo_everyday`) produced."""
-    if k2 not in TAILS or (k2 != "pet" and rng.random() < 0.6):
+    """Two facts in one message: `demo_everyday._tell_two`'s shapes (two clauses, a clause + a verb phrase, a
+    clause + an apposition or fragment, two fragments), or a first clause and a subjectless tail. A pet told
+    second never comes as a whole clause (`demo_everyday._second`): "I'm {v} and I have a {kind} named {v}" is,
+    values masked, a sentence of the evaluation set, which drills (3x the pairs of `demo_everyday`) produced."""
+    if k2 not in TAILS or rng.random() < 0.6:
         return de._tell_two(k1, k2, facts, rng)
     kind = facts["pet_kind"]
-    c1 = de._core(k1, facts, rng, rng.choice(("his", "her")))
-    tail = de._fill(rng.choice(TAILS[k2]), facts[k2], kind)
-    joiner = rng.choice(TAIL_JOINERS)
-    body = c1 + joiner + tail
-    query = de._dress(body, rng, greet=rng.random() < 0.25) if len(body) < 52 else de._sentence(body, rng)
-    n1, n2 = de._fill(de.NOTED[k1], facts[k1], kind), de._fill(de.NOTED[k2], facts[k2], kind)
-    if k1 == "name" and rng.random() < 0.5:
-        answer = de.NAME_FIRST_ACK.format(v=facts[k1], n2=n2)
-    else:
-        answer = rng.choice(de.TWO_ACKS).format(n1=n1, n2=n2)
     values = de._value_tuple(k1, facts) + de._value_tuple(k2, facts)
-    return dd.Turn(de.noisy(query, values, rng), de._cap(answer), dd.TELL, f"{k1}+{k2}", None, None)
+    n1, n2 = de._fill(de.NOTED[k1], facts[k1], kind), de._fill(de.NOTED[k2], facts[k2], kind)
+
+    def make(greet: bool = True) -> tuple[str, str]:
+        c1 = de._core(k1, facts, rng, rng.choice(("his", "her")))
+        while c1.endswith(" here"):  # a verbless "{v} here" takes a whole clause after it, not a tail
+            c1 = de._core(k1, facts, rng, rng.choice(("his", "her")))
+        body = c1 + rng.choice(TAIL_JOINERS) + de._pick(TAILS[k2], rng, facts[k2], kind)
+        query = (
+            de._dress(body, rng, greet=greet and rng.random() < 0.25) if greet else de._sentence(body, rng)
+        )
+        if k1 == "name" and rng.random() < 0.5:
+            answer = de.NAME_FIRST_ACK.format(v=facts[k1], n2=n2)
+        else:
+            answer = rng.choice(de.TWO_ACKS).format(n1=n1, n2=n2)
+        return de.noisy(query, values, rng), de._cap(answer)
+
+    query, answer = de._fitting(make, values, lambda: make(False))
+    return dd.Turn(query, answer, dd.TELL, f"{k1}+{k2}", None, None)
 
 
 def _new_value(key: str, facts: dict[str, str], split: str, rng: random.Random) -> str:

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Stages 9 and 10 of the demo model (issue 19): one fine-tune on one GPU within 540 s of wall time, writing the
-# checkpoint and its log to $OUT. Stage 9 continues the shipped checkpoint, stage 10 continues stage 9.
+# Stages 9 to 12 of the demo model (issue 19): one fine-tune within 540 s of wall time on every GPU of the machine
+# (one process each under torch.distributed.run when there are several), writing the checkpoint and its log to
+# $OUT. Stage 9 continues the shipped checkpoint, each later stage the one before; stage 11 first widens the
+# feed-forward layers 384 -> 768 (grow.py: the same function, more capacity).
 #
 #   OUT=/some/dir bash models/demo/recipe/device_train.sh --stage 10          # the device run (one H200, ~8.5 min)
 #   OUT=/tmp/smoke bash models/demo/recipe/device_train.sh --stage 10 --smoke # the same path on the CPU, 3 steps
 #   OUT=/tmp/x bash models/demo/recipe/device_train.sh --stage 10 --check     # seconds: imports, init, one batch
 #
 # --stage defaults to 9 (as run). The device call must carry the stage's init folder (git-ignored, 15.4 MB):
-# stage 9: carry=["models/demo/checkpoint"]; stage 10: carry=["models/demo/stage9"].
+# stage 9: carry=["models/demo/checkpoint"]; stage N > 9: carry=["models/demo/stage<N-1>"].
 # Runs from the repository root on a bare machine: the repository is not installed there, so the package-dir
 # mapping of pyproject.toml (rxt_edge, rxt_edge.export, ...) is laid out as a tree of symbolic links in /tmp and put
 # on PYTHONPATH (no pip, nothing downloaded). The trainer stops on its own --deadline (seconds from its start), writes
@@ -22,10 +24,10 @@ ROOT=$(pwd)
 STAGE=9 MODE=train
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --stage) STAGE=${2:-}; shift 2 || { echo "--stage needs a number (9 or 10)" >&2; exit 2; } ;;
+        --stage) STAGE=${2:-}; shift 2 || { echo "--stage needs a number (9 to 12)" >&2; exit 2; } ;;
         --stage=*) STAGE=${1#--stage=}; shift ;;
         --check | --smoke) MODE=${1#--}; shift ;;
-        *) echo "unknown argument: $1 (use --stage 9|10, --check, --smoke)" >&2; exit 2 ;;
+        *) echo "unknown argument: $1 (use --stage 9|10|11|12, --check, --smoke)" >&2; exit 2 ;;
     esac
 done
 # The recipes (README.md, "Stage 9", "Stage 10"). Both: stand-in values in 80% of the conversations, letter-chain
@@ -47,7 +49,19 @@ case "$STAGE" in
             --turns-start 6 --hold 0.05 --curriculum 0.15 --lr 5e-4 --warmup 30 --seed 31)
         STEPS=(--steps 1400)
         CHECK_DATA="everyday=0.4, drills=0.3, long_values=0.2" ;;
-    *) echo "unknown stage '$STAGE': this script runs stage 9 or 10" >&2; exit 2 ;;
+    11)
+        INIT=models/demo/stage10
+        RECIPE=(--grow-ffn 768 --everyday 0.45 --drills 0.3 --pseudo-values 0.8 --letters 0.5 --long-values 0.2
+            --value-weight 8 --turns-start 6 --hold 0.05 --curriculum 0.15 --lr 6e-4 --warmup 40 --seed 41)
+        STEPS=(--steps 1200)
+        CHECK_DATA="everyday=0.45, drills=0.3, long_values=0.2" ;;
+    12)
+        INIT=models/demo/stage11
+        RECIPE=(--everyday 0.5 --drills 0.3 --pseudo-values 0.8 --letters 0.5 --long-values 0.2 --value-weight 8
+            --turns-start 6 --hold 0.05 --curriculum 0.15 --lr 5e-4 --warmup 30 --seed 43)
+        STEPS=(--steps 1200)
+        CHECK_DATA="everyday=0.5, drills=0.3, long_values=0.2" ;;
+    *) echo "unknown stage '$STAGE': this script runs stages 9 to 12" >&2; exit 2 ;;
 esac
 RECIPE=(--init-from "$INIT" --tokenizer "$INIT/tokenizer.model" --width 80 "${RECIPE[@]}")
 # The init checkpoint is git-ignored here (.git/info/exclude): the device call must name it in `carry`.
@@ -61,6 +75,7 @@ for f in "$ROOT"/rxt_edge/*; do ln -s "$f" "$NS/rxt_edge/"; done
 for sub in runtimes export bench apps; do ln -s "$ROOT/$sub" "$NS/rxt_edge/$sub"; done
 export PYTHONPATH="$NS${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
+LAUNCH=("$PY")
 
 if [[ $MODE == check ]]; then  # seconds: imports, the init checkpoint, one device-shaped batch, one turn's loss
     rc=0
@@ -89,6 +104,10 @@ else
     RUN=(--device cuda --compile "${STEPS[@]}" --batch 256 --workers 12 --eval-every 500 --eval-n 48
         --final-n 40 --eval-procs 12 --deadline 495 --reserve 45)
     LIMIT=535
+    GPUS=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+    if [[ ${GPUS:-0} -gt 1 ]]; then  # data parallel: each process its own batches, gradients averaged
+        LAUNCH=("$PY" -m torch.distributed.run --standalone --nproc-per-node "$GPUS")
+    fi
 fi
 mkdir -p "$OUT/ckpt"
 {
@@ -96,7 +115,7 @@ mkdir -p "$OUT/ckpt"
     "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
 } 2>&1 | tee "$OUT/train.log"
 set +e
-timeout --signal=TERM --kill-after=10 "$LIMIT" "$PY" models/demo/recipe/train_demo.py "${RECIPE[@]}" "${RUN[@]}" \
+timeout --signal=TERM --kill-after=10 "$LIMIT" "${LAUNCH[@]}" models/demo/recipe/train_demo.py "${RECIPE[@]}" "${RUN[@]}" \
     --out "$OUT/ckpt" 2>&1 | tee -a "$OUT/train.log"
 rc=${PIPESTATUS[0]}
 set -e

@@ -63,6 +63,7 @@ import sentencepiece as spm
 import torch
 import torch.nn.functional as F
 from demo_tokenizer import SPECIAL_TOKENS
+from grow import widen_ffn
 from rxt_edge.export.checkpoints.native import load_native, save_native
 from rxt_edge.export.config import RxTConfig, build_config
 from rxt_edge.export.model import RxTModel
@@ -754,6 +755,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--init-from", type=Path, help="continue training a native checkpoint (architecture flags ignored)"
     )
+    p.add_argument(
+        "--grow-ffn",
+        type=int,
+        default=0,
+        help="with --init-from: widen every feed-forward layer to this many units first, computing the same "
+        "function (grow.py); 0 = keep the checkpoint's width",
+    )
     p.add_argument("--tiny", action="store_true", help="a very small model for smoke tests")
     # evaluation
     p.add_argument("--eval-every", type=int, default=250)
@@ -778,13 +786,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "before, the checkpoint is written at once, the final evaluation shrinks when time is short (0 = off)",
     )
     p.add_argument("--reserve", type=float, default=45.0, help="seconds kept after training with --deadline")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.grow_ffn and not args.init_from:
+        p.error(
+            "--grow-ffn widens a trained checkpoint: give it with --init-from (a fresh model takes --ffn)"
+        )
+    return args
 
 
 def build(args: argparse.Namespace, tok: Tok, device: torch.device) -> Trainable:
     """A fresh seeded model, or (--init-from) a native checkpoint to continue training; its STM start included."""
     if args.init_from:
         model, _ = load_native(args.init_from)
+        if args.grow_ffn:
+            model = widen_ffn(model, args.grow_ffn, torch.Generator().manual_seed(args.seed))
         net = Trainable(model, 0.0)
         with torch.no_grad():
             net.stm0.copy_(model.initial_stm)
