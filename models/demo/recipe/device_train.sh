@@ -35,7 +35,9 @@ done
 # conversations (demo_everyday), 35% the original templates, which keep held-out recall; replayed to its 1161 steps.
 # Stage 10: 30% drills (demo_drills: two facts in one message with a question about each, corrections asked about
 # afterwards), 40% everyday, 30% original templates; a fifth of the word stand-ins 8-13 letters long (long held-out
-# values were stage 9's misspellings); lower peak lr and a short warm-up for a continuation.
+# values were stage 9's misspellings); lower peak lr and a short warm-up for a continuation. Stages 11 and 12
+# (README.md, "Stages 11 and 12"): 11 widens the FFNs to 768 (--grow-ffn) on stage 10's mix; 12 trains the grown
+# model on the broader everyday generator, 50% everyday, 30% drills, 20% templates.
 case "$STAGE" in
     9)
         INIT=models/demo/checkpoint
