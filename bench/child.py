@@ -68,8 +68,11 @@ def rxt_turns(job: dict[str, Any]) -> dict[str, Any]:
         _progress_line(t + 1, n)
     conv.wait_memory()
     turns[-1]["update_s"] = conv.last_update_s
+    pages = session.huge_pages  # the weights on 2 MiB pages (runtimes/huge_pages.py), or why not
     session.close()
-    return run_record(turns, rss_loaded, job["provider"])
+    record = run_record(turns, rss_loaded, job["provider"])
+    record["huge_pages"] = {"collapsed_mib": pages.collapsed_bytes >> 20, "skipped": pages.skipped}
+    return record
 
 
 def baseline_turns(job: dict[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from .contract import ModelDims
 from .decoding import DecodeSlot
 from .manifest import ManifestError
 from .package import ModelPackage
-from .runtimes import operators, providers
+from .runtimes import huge_pages, operators, providers
 
 # onnxruntime's exception types (onnxruntime_pybind11_state) that mean "this graph is bad", as opposed to a
 # provider or environment failure (EPFail, RuntimeException, anything else).
@@ -238,6 +238,7 @@ class Engine:
         update_workers: int = 2,
         max_slots: int | None = None,
         cuda_graph: bool | None = None,
+        use_huge_pages: bool | None = None,
     ):
         self.package = package
         self.dims = package.manifest.model
@@ -246,6 +247,9 @@ class Engine:
         self.kv_cache = package.manifest.graphs[contract.DECODER].kv_cache
         self.memory_kv = package.manifest.graphs[contract.DECODER].memory_kv
         self.cuda_graph = _use_cuda_graph(cuda_graph, provider, self.kv_cache)
+        on_cpu = str(provider).strip().lower() == "cpu"
+        promote = on_cpu and huge_pages.wanted(use_huge_pages)
+        before = huge_pages.snapshot() if promote else frozenset()
         try:
             self.graphs = GraphSet(package, provider, threads, self.cuda_graph)
         except CudaGraphUnavailableError:  # asked for: the error stands; by default: load without capture
@@ -254,6 +258,9 @@ class Engine:
             self.cuda_graph = False
             self.graphs = GraphSet(package, provider, threads, False)
         self.buffers = DeviceBuffers(self.graphs.device, self.graphs.device_id, package.float_dtype)
+        # the weights onnxruntime just copied and prepacked, on 2 MiB pages (runtimes/huge_pages.py)
+        off = "turned off" if on_cpu else f"the weights live on the {provider} device"
+        self.huge_pages = huge_pages.promote(before) if promote else huge_pages.Promotion(skipped=off)
         self._padded_update = (
             PaddedMemoryUpdate(self.graphs, self.buffers, self.dims, self.new_memory())
             if self.cuda_graph

@@ -11,6 +11,7 @@ from .contract import ModelDims
 from .conversation import Conversation
 from .engine import Engine, GraphSet
 from .package import ModelPackage, load_package
+from .runtimes.huge_pages import Promotion
 from .snapshot import cast_stm, load_snapshot
 
 
@@ -27,8 +28,9 @@ class RxTSession:
         update_workers: int = 2,
         max_slots: int | None = None,
         cuda_graph: bool | None = None,
+        huge_pages: bool | None = None,
     ):
-        self.engine = Engine(package, provider, threads, update_workers, max_slots, cuda_graph)
+        self.engine = Engine(package, provider, threads, update_workers, max_slots, cuda_graph, huge_pages)
 
     @classmethod
     def load(
@@ -39,11 +41,16 @@ class RxTSession:
         verify_hashes: bool = True,
         max_slots: int | None = None,
         cuda_graph: bool | None = None,
+        huge_pages: bool | None = None,
     ) -> RxTSession:
         """Load a package directory; `provider` is "cpu", "cuda" or "dml". `cuda_graph`: replay each decode
-        step from a captured CUDA graph (None: wherever possible, i.e. CUDA with a static-cache package)."""
+        step from a captured CUDA graph (None: wherever possible, i.e. CUDA with a static-cache package).
+        `huge_pages`: on the CPU, put the loaded weights on 2 MiB pages, 4-12% faster decoding (measured)
+        (None: unless RXT_EDGE_HUGE_PAGES=0; Linux only; runtimes/huge_pages.py)."""
         package = load_package(Path(model_dir), verify_hashes=verify_hashes)
-        return cls(package, provider, threads, max_slots=max_slots, cuda_graph=cuda_graph)
+        return cls(
+            package, provider, threads, max_slots=max_slots, cuda_graph=cuda_graph, huge_pages=huge_pages
+        )
 
     @property
     def package(self) -> ModelPackage:
@@ -60,6 +67,11 @@ class RxTSession:
     @property
     def provider(self) -> str:
         return self.engine.provider
+
+    @property
+    def huge_pages(self) -> Promotion:
+        """What loading did to put the weights on huge pages (bytes collapsed, seconds, or why not)."""
+        return self.engine.huge_pages
 
     def conversation(self, stm: np.ndarray | None = None) -> Conversation:
         """A new conversation from the package's initial STM, or from a given [L, 1, S, D] array."""
