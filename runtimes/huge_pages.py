@@ -6,9 +6,10 @@ malloc, i.e. anonymous `mmap`s, and has no option for large pages. On Linux with
 `madvise` mode (the default of most distributions) those mappings stay on 4 KiB pages. After the sessions are
 created, `promote` marks the anonymous memory mapped during the load `MADV_HUGEPAGE` and collapses it at once
 with `MADV_COLLAPSE` (Linux 6.1+; on older kernels khugepaged collapses it later, in the background). Measured on
-one CPU thread, loads with and without alternated: decode 5% faster at alpha-mini int4, 8% at int8, 12% at
-RxT-Beta-mini int4, 4% at the full RxT-Beta int4 (docs/benchmarks.md, "Huge pages for the loaded weights"). The
-cost is the collapse, once: 0.1 s for alpha-mini, 2.5-5.5 s for Beta-sized packages.
+one CPU thread, loads with and without alternated (`python -m rxt_edge.bench.pages_ab`): decode 5-9% faster at
+alpha-mini int4, 8-14% at int8, 10-12% at RxT-Beta-mini int4, 4-5% at the full RxT-Beta int4 (docs/benchmarks.md,
+"Huge pages for the loaded weights"). The cost is the collapse, once: under a second for alpha-mini, 2-6 s for
+Beta-sized packages.
 
 Only address ranges that were not mapped at `snapshot()` are touched, so an application embedding the runtime keeps
 its own memory as it was. Off with `RxTSession.load(..., huge_pages=False)` or `RXT_EDGE_HUGE_PAGES=0`.

@@ -4,6 +4,7 @@ do not change, and the switch and its reasons are honoured."""
 from __future__ import annotations
 
 import ctypes
+import json
 import mmap
 import re
 from pathlib import Path
@@ -121,3 +122,20 @@ def test_answers_are_the_same_with_and_without_huge_pages() -> None:
                 [c.say(q, max_new_tokens=12) for q in ("Hi, my name is Oscar.", "What is my name?")]
             )
     assert answers[0] == answers[1]
+
+
+def test_the_ab_bench_alternates_fresh_processes_and_reports_both_forms(tmp_path: Path, capsys) -> None:
+    from rxt_edge.bench import pages_ab
+
+    out = tmp_path / "pages.json"
+    assert (
+        pages_ab.main([str(DEMO), "--pairs", "2", "--turns", "2", "--tokens", "3", "--json", str(out)]) == 0
+    )
+    (row,) = json.loads(out.read_text())
+    assert len(row["plain"]) == len(row["huge_pages"]) == 2
+    assert all(r["skipped"] == "turned off" and r["collapsed_mib"] == 0 for r in row["plain"])
+    assert all(r["skipped"] in ("", hp.unavailable(), hp.NOTHING_NEW) for r in row["huge_pages"])
+    assert all(r["decode_ms"] > 0 for r in row["plain"] + row["huge_pages"])
+    assert f"| {DEMO} |" in capsys.readouterr().out
+    with pytest.raises(RuntimeError, match="nowhere"):
+        pages_ab.one_load(tmp_path / "nowhere", True, 1, 2, 3)
