@@ -34,7 +34,9 @@ def rxt_turns(job: dict[str, Any]) -> dict[str, Any]:
     from rxt_edge.sampling import GenerationConfig
     from rxt_edge.session import RxTSession
 
-    session = RxTSession.load(job["package"], provider=job["provider"], threads=job["threads"])
+    session = RxTSession.load(
+        job["package"], provider=job["provider"], threads=job["threads"], huge_pages=job.get("huge_pages")
+    )
     vocab = session.dims.vocab_size
     rss_loaded = peak_rss_mb()
     n, q, a, delay = job["turns"], job["query_tokens"], job["answer_tokens"], job["typing_delay"]
@@ -71,7 +73,11 @@ def rxt_turns(job: dict[str, Any]) -> dict[str, Any]:
     pages = session.huge_pages  # the weights on 2 MiB pages (runtimes/huge_pages.py), or why not
     session.close()
     record = run_record(turns, rss_loaded, job["provider"])
-    record["huge_pages"] = {"collapsed_mib": pages.collapsed_bytes >> 20, "skipped": pages.skipped}
+    record["huge_pages"] = {
+        "collapsed_mib": pages.collapsed_bytes >> 20,
+        "seconds": pages.seconds,
+        "skipped": pages.skipped,
+    }
     return record
 
 

@@ -3,10 +3,10 @@
     python -m rxt_edge.bench.pages_ab PKG [PKG ...] --pairs 4 --threads 1 --json pages.json
 
 Per package, `--pairs` pairs of fresh processes, alternated (plain first, then promoted), each loading the package
-(`RxTSession.load(huge_pages=False|True)`) and holding one conversation of `--turns` turns of `--tokens` greedy
-tokens; a process's figure is the median decode ms/token of its turns after the first. A fresh process per load:
-once memory is on huge pages it stays there, so both forms cannot share one. Printed: one row per package, the
-range of each form over the pairs and the change of the medians.
+(`RxTSession.load(huge_pages=False|True)`) and running the bench's turns (`child.rxt_turns`: a warm-up turn, then
+`--turns` turns of `--tokens` greedy tokens); a process's figure is the median decode ms/token of its turns. A
+fresh process per load: once memory is on huge pages it stays there, so both forms cannot share one. Printed:
+one row per package, the range of each form over the pairs and the change of the medians.
 """
 
 from __future__ import annotations
@@ -14,35 +14,23 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-_CHILD = """
-import json, statistics, sys
-from rxt_edge import RxTSession
-pkg, huge, threads, turns, tokens = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-s = RxTSession.load(pkg, threads=threads, huge_pages=huge, verify_hashes=False)
-c, per = s.conversation(), []
-for t in range(turns):
-    c.say(f"Turn {t}: tell me about the weather in Paris.", max_new_tokens=tokens, ignore_eos=True)
-    st = c.last_stats
-    c.wait_memory()
-    per.append((st.total_s - st.time_to_first_token_s) / max(1, st.answer_tokens - 1) * 1e3)
-p = s.huge_pages
-print(json.dumps({"decode_ms": statistics.median(per[1:] or per), "collapsed_mib": p.collapsed_bytes >> 20,
-                  "collapse_s": p.seconds, "skipped": p.skipped}))
-"""
+from .child import run_child
+from .options import BenchOptions
+from .run import rxt_job
+from .stats import speed_from_turns
 
 
 def one_load(package: Path, huge: bool, threads: int, turns: int, tokens: int) -> dict[str, Any]:
-    """Decode ms/token of one fresh process (see the module docstring)."""
-    args = [str(package), "1" if huge else "0", str(threads), str(turns), str(tokens)]
-    done = subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True, text=True, timeout=1800)
-    if done.returncode != 0:
-        raise RuntimeError(f"{package}: the measuring process failed: {done.stderr.strip()[-800:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """Decode ms/token of one fresh process: the bench's own turns (`child.rxt_turns`: a warm-up turn, then
+    fixed-length greedy answers), loaded with `huge_pages=huge`."""
+    job = {**rxt_job(package, BenchOptions(threads=threads), turns, tokens, None), "huge_pages": huge}
+    result = run_child(job)
+    pages = result["huge_pages"]
+    return {"decode_ms": speed_from_turns(result["turns"])["decode_ms_per_token"], **pages}
 
 
 def compare(package: Path, pairs: int, threads: int, turns: int, tokens: int) -> dict[str, Any]:
@@ -78,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         lo_hi = [f"{min(x['decode_ms'] for x in r[k]):.2f}-{max(x['decode_ms'] for x in r[k]):.2f}"
                  for k in ("plain", "huge_pages")]  # fmt: skip
         last = r["huge_pages"][-1]
-        load = last["skipped"] or f"{last['collapsed_mib']} MiB in {last['collapse_s']:.2f} s"
+        load = last["skipped"] or f"{last['collapsed_mib']} MiB in {last['seconds']:.2f} s"
         print(f"| {r['package']} | {lo_hi[0]} | {lo_hi[1]} | {r['change'] * 100:+.0f}% | {load} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

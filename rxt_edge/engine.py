@@ -247,7 +247,7 @@ class Engine:
         self.kv_cache = package.manifest.graphs[contract.DECODER].kv_cache
         self.memory_kv = package.manifest.graphs[contract.DECODER].memory_kv
         self.cuda_graph = _use_cuda_graph(cuda_graph, provider, self.kv_cache)
-        on_cpu = str(provider).strip().lower() == "cpu"
+        on_cpu = providers.canonical_name(provider) == "cpu"
         promote = on_cpu and huge_pages.wanted(use_huge_pages)
         before = huge_pages.snapshot() if promote else frozenset()
         try:
