@@ -6,8 +6,8 @@ malloc, i.e. anonymous `mmap`s, and has no option for large pages. On Linux with
 `madvise` mode (the default of most distributions) those mappings stay on 4 KiB pages. After the sessions are
 created, `promote` marks the anonymous memory mapped during the load `MADV_HUGEPAGE` and collapses it at once
 with `MADV_COLLAPSE` (Linux 6.1+; on older kernels khugepaged collapses it later, in the background). Measured on
-one CPU thread, loads with and without alternated (`python -m rxt_edge.bench.pages_ab`): decode 5-9% faster at
-alpha-mini int4, 8-14% at int8, 10-12% at RxT-Beta-mini int4, 4-5% at the full RxT-Beta int4 (docs/benchmarks.md,
+one CPU thread, loads with and without alternated (`python -m rxt_edge.bench.pages_ab`): decode 5-16% faster at
+alpha-mini int4, 8-28% at int8, 10-16% at RxT-Beta-mini int4, 4-5% at the full RxT-Beta int4 (docs/benchmarks.md,
 "Huge pages for the loaded weights"). The cost is the collapse, once: under a second for alpha-mini, 2-6 s for
 Beta-sized packages.
 
