@@ -539,6 +539,13 @@ def lr_at(step: int, steps: int, peak: float, warmup: int, floor: float = 0.1) -
     return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def lr_by_time(elapsed: float, budget: float, peak: float, floor: float = 0.1) -> float:
+    """The cosine of `lr_at` over wall-clock time: a run cut by --deadline still ends at the floor rate, whatever
+    a step costs on the machine it lands on (the number of steps a call affords is only known afterwards)."""
+    progress = min(1.0, elapsed / budget)
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 # ------------------------------------------------------------------------------------------------
 # Evaluation
 # ------------------------------------------------------------------------------------------------
@@ -786,6 +793,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "before, the checkpoint is written at once, the final evaluation shrinks when time is short (0 = off)",
     )
     p.add_argument("--reserve", type=float, default=45.0, help="seconds kept after training with --deadline")
+    p.add_argument(
+        "--lr-by-time",
+        action="store_true",
+        help="with --deadline: the learning rate also decays over the time left after the first step, so a "
+        "run the deadline stops early still ends at the floor rate (the lower of the two schedules applies)",
+    )
     args = p.parse_args(argv)
     if args.grow_ffn and not args.init_from:
         p.error(
@@ -930,10 +943,13 @@ def main(argv: list[str] | None = None) -> int:
     t_eval = 0.0
     losses = []
     steps_done = 0
+    budget = 0.0  # --lr-by-time: seconds of training the deadline leaves after the first (compiling) step
     for step, (turns, count, leak) in enumerate(loader):
         net.train()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+            if budget:  # the cosine ends when the time does, not after --steps the deadline may never reach
+                g["lr"] = min(g["lr"], lr_by_time(time.perf_counter() - t0, budget, args.lr))
         turns = [tb.to(device) for tb in turns]
         loss = dialogue_loss(net, step_fn, turns, count, leak.to(device))
         opt.zero_grad(set_to_none=True)
@@ -947,6 +963,8 @@ def main(argv: list[str] | None = None) -> int:
         if step == 0 and rank == 0:
             print(f"first step (incl. compile) {time.perf_counter() - t0:.1f}s", flush=True)
             t0 = time.perf_counter()  # the compile time is reported apart from the steady training time
+            if args.lr_by_time and args.deadline:
+                budget = max(1.0, args.deadline - args.reserve - (t0 - t_start))
         last = steps_done == args.steps
         if rank == 0 and (step % 50 == 0 or last):
             window = torch.stack(losses[-50:]).float()
