@@ -253,7 +253,7 @@ def test_shipped_tokenizer_is_reproducible_and_covers_heldout_values(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--stage", "16"], "unknown stage '16'"),
+        (["--stage", "17"], "unknown stage '17'"),
         (["--stage"], "--stage needs a number"),
         (["--init"], "--init needs a checkpoint folder"),
         (["--stage", "11", "--init", "/nonexistent"], "/nonexistent/config.json missing"),

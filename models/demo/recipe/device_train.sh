@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Stages 9 to 15 of the demo model (issue 19): one fine-tune within 540 s of wall time on every GPU of the machine
+# Stages 9 to 16 of the demo model (issue 19): one fine-tune within 540 s of wall time on every GPU of the machine
 # (one process each under torch.distributed.run when there are several), writing the checkpoint and its log to
 # $OUT. Stage 9 continues the shipped checkpoint, each later stage the one before; stage 11 first widens the
 # feed-forward layers 384 -> 768 (grow.py: the same function, more capacity). `--init DIR` starts a stage from
 # another checkpoint: stage 11 from the shipped one (`--init models/demo/checkpoint`) is the short way back when
 # the stage 9 and 10 checkpoints are gone (they live in git-ignored folders and did not outlive their session).
-# Stages 14 and 15 are that short way for one GPU: 14 widens the shipped model and trains it on the broad everyday
-# generator at once (512 conversations a step, as two GPUs of 256 did), 15 continues it; both decay the learning
-# rate over the time the deadline leaves (--lr-by-time), since the steps a call affords are known only afterwards.
+# Stages 14-16 are that short way for one GPU: 14 widens the shipped model and trains it on the broad everyday
+# generator at once (512 conversations a step, as two GPUs of 256 did), 15 adds drill weight (two facts in one
+# message were 14's weak point), 16 moves weight back to the templates at a lower rate (held-out recall); all
+# decay the learning rate over the time the deadline leaves (--lr-by-time): the steps a call affords are known
+# only afterwards.
 #
 #   OUT=/some/dir bash models/demo/recipe/device_train.sh --stage 10          # the device run (one H200, ~8.5 min)
 #   OUT=/tmp/smoke bash models/demo/recipe/device_train.sh --stage 10 --smoke # the same path on the CPU, 3 steps
@@ -15,7 +17,7 @@
 #
 # --stage defaults to 9 (as run). The device call must carry the stage's init folder (git-ignored, 15.4 MB; 22 MB
 # from stage 11 on): stage 9 and 14: carry=["models/demo/checkpoint"] when the call untracks it to fit the 64 MiB
-# tree; stage N (10-13, 15): carry=["models/demo/stage<N-1>"].
+# tree; stage N (10-13, 15, 16): carry=["models/demo/stage<N-1>"].
 # Runs from the repository root on a bare machine: the repository is not installed there, so the package-dir
 # mapping of pyproject.toml (rxt_edge, rxt_edge.export, ...) is laid out as a tree of symbolic links in /tmp and put
 # on PYTHONPATH (no pip, nothing downloaded). The trainer stops on its own --deadline (seconds from its start), writes
@@ -31,12 +33,12 @@ ROOT=$(pwd)
 STAGE=9 MODE=train INIT_OVERRIDE= BATCH=256
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --stage) STAGE=${2:-}; shift 2 || { echo "--stage needs a number (9 to 15)" >&2; exit 2; } ;;
+        --stage) STAGE=${2:-}; shift 2 || { echo "--stage needs a number (9 to 16)" >&2; exit 2; } ;;
         --stage=*) STAGE=${1#--stage=}; shift ;;
         --init) INIT_OVERRIDE=${2:-}; shift 2 || { echo "--init needs a checkpoint folder" >&2; exit 2; } ;;
         --init=*) INIT_OVERRIDE=${1#--init=}; shift ;;
         --check | --smoke) MODE=${1#--}; shift ;;
-        *) echo "unknown argument: $1 (use --stage 9..15, --init DIR, --check, --smoke)" >&2; exit 2 ;;
+        *) echo "unknown argument: $1 (use --stage 9..16, --init DIR, --check, --smoke)" >&2; exit 2 ;;
     esac
 done
 # The recipes (README.md, "Stage 9", "Stage 10"). Both: stand-in values in 80% of the conversations, letter-chain
@@ -88,12 +90,19 @@ case "$STAGE" in
         CHECK_DATA="everyday=0.45, drills=0.25, long_values=0.2" ;;
     15)
         INIT=models/demo/stage14
-        RECIPE=(--everyday 0.45 --drills 0.25 --pseudo-values 0.8 --letters 0.5 --long-values 0.2 --value-weight 8
-            --turns-start 8 --hold 0.05 --curriculum 0.1 --lr 4e-4 --warmup 30 --seed 59)
+        RECIPE=(--everyday 0.45 --drills 0.35 --pseudo-values 0.8 --letters 0.5 --long-values 0.2 --value-weight 8
+            --turns-start 8 --hold 0.05 --curriculum 0.1 --lr 5e-4 --warmup 30 --seed 59)
         STEPS=(--steps 2000 --lr-by-time)
         BATCH=512
-        CHECK_DATA="everyday=0.45, drills=0.25, long_values=0.2" ;;
-    *) echo "unknown stage '$STAGE': this script runs stages 9 to 15" >&2; exit 2 ;;
+        CHECK_DATA="everyday=0.45, drills=0.35, long_values=0.2" ;;
+    16)
+        INIT=models/demo/stage15
+        RECIPE=(--everyday 0.4 --drills 0.25 --pseudo-values 0.8 --letters 0.5 --long-values 0.2 --value-weight 8
+            --turns-start 8 --hold 0.05 --curriculum 0.1 --lr 3e-4 --warmup 30 --seed 61)
+        STEPS=(--steps 2000 --lr-by-time)
+        BATCH=512
+        CHECK_DATA="everyday=0.4, drills=0.25, long_values=0.2" ;;
+    *) echo "unknown stage '$STAGE': this script runs stages 9 to 16" >&2; exit 2 ;;
 esac
 INIT=${INIT_OVERRIDE:-$INIT}
 RECIPE=(--init-from "$INIT" --tokenizer "$INIT/tokenizer.model" --width 80 "${RECIPE[@]}")
