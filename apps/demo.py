@@ -1,6 +1,6 @@
 """Where the shipped demo model is: installed package data in a wheel, `models/demo/` in a source checkout.
 
-pyproject.toml installs `models/demo/package-int8` (13 MB) as the data-only package `rxt_edge.demo`, so a plain
+pyproject.toml installs `models/demo/package-int8` (16 MB) as the data-only package `rxt_edge.demo`, so a plain
 `pip install rxt-edge` can chat; a source checkout (editable install) finds the same files in the tree.
 """
 

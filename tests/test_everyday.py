@@ -285,11 +285,6 @@ def test_judge(kind, expected, forbidden, answer, ok):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (INT8 / "manifest.json").exists(), reason="demo package not built")
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 19 is open: the shipped demo scores 15% on the everyday set (models/demo/README.md); strict, so "
-    "a model that meets the targets turns this into a failure until the mark is removed",
-)
 def test_shipped_int8_demo_on_an_everyday_subset():
     """28 dialogues (one per category and delay) through the runtime, asserting issue 19's targets (90% overall,
     no greeting answered with a fact sentence, never-told facts answered "I don't know") with a margin for the

@@ -3,11 +3,12 @@
 # (one process each under torch.distributed.run when there are several), writing the checkpoint and its log to
 # $OUT. Stage 9 continues the shipped checkpoint, each later stage the one before; stage 11 first widens the
 # feed-forward layers 384 -> 768 (grow.py: the same function, more capacity). `--init DIR` starts a stage from
-# another checkpoint: stage 11 from the shipped one (`--init models/demo/checkpoint`) is the short way back when
-# the stage 9 and 10 checkpoints are gone (they live in git-ignored folders and did not outlive their session).
-# Stages 14-16 are that short way for one GPU: 14 widens the shipped model and trains it on the broad everyday
+# another checkpoint: stage 11 from stage 7's (`--init models/demo/stage7`) is the short way back when the stage 9
+# and 10 checkpoints are gone (they live in git-ignored folders and did not outlive their session).
+# Stages 14-16 are that short way for one GPU (stage 16 is the shipped model): 14 widens stage 7's model and trains it on the broad everyday
 # generator at once (512 conversations a step, as two GPUs of 256 did), 15 adds drill weight (two facts in one
-# message were 14's weak point), 16 moves weight back to the templates at a lower rate (held-out recall); all
+# message were 14's weak point), 16 more of it still (15 held recall at 100% but kept the first of two facts in
+# half of such messages), templates down to 15%; all
 # decay the learning rate over the time the deadline leaves (--lr-by-time): the steps a call affords are known
 # only afterwards.
 #
@@ -16,8 +17,9 @@
 #   OUT=/tmp/x bash models/demo/recipe/device_train.sh --stage 10 --check     # seconds: imports, init, one batch
 #
 # --stage defaults to 9 (as run). The device call must carry the stage's init folder (git-ignored, 15.4 MB; 22 MB
-# from stage 11 on): stage 9 and 14: carry=["models/demo/checkpoint"] when the call untracks it to fit the 64 MiB
-# tree; stage N (10-13, 15, 16): carry=["models/demo/stage<N-1>"].
+# from stage 11 on): stage 9 and 14: carry=["models/demo/stage7"] (stage 7's checkpoint, taken from git: the
+# message of a missing init says how); stage N (10-13, 15, 16): carry=["models/demo/stage<N-1>"]. The tracked
+# tree is about 66 MB since stage 16 shipped: untrack models/demo/package for the call (64 MiB a call).
 # Runs from the repository root on a bare machine: the repository is not installed there, so the package-dir
 # mapping of pyproject.toml (rxt_edge, rxt_edge.export, ...) is laid out as a tree of symbolic links in /tmp and put
 # on PYTHONPATH (no pip, nothing downloaded). The trainer stops on its own --deadline (seconds from its start), writes
@@ -52,7 +54,7 @@ done
 # the templates back at 30% (stage 12's held-out recall fell to 90% at delay 4) and a lower peak lr.
 case "$STAGE" in
     9)
-        INIT=models/demo/checkpoint
+        INIT=models/demo/stage7
         RECIPE=(--everyday 0.65 --pseudo-values 0.8 --letters 0.5 --value-weight 8 --turns-start 4 --hold 0.1
             --curriculum 0.2 --lr 8e-4 --warmup 50 --seed 23)
         STEPS=(--steps 1200 --stop-after 1161)
@@ -82,7 +84,7 @@ case "$STAGE" in
         STEPS=(--steps 1200)
         CHECK_DATA="everyday=0.45, drills=0.25, long_values=0.2" ;;
     14)
-        INIT=models/demo/checkpoint
+        INIT=models/demo/stage7
         RECIPE=(--grow-ffn 768 --everyday 0.45 --drills 0.25 --pseudo-values 0.8 --letters 0.5 --long-values 0.2
             --value-weight 8 --turns-start 6 --hold 0.05 --curriculum 0.15 --lr 6e-4 --warmup 40 --seed 53)
         STEPS=(--steps 2000 --lr-by-time)
@@ -97,18 +99,25 @@ case "$STAGE" in
         CHECK_DATA="everyday=0.45, drills=0.35, long_values=0.2" ;;
     16)
         INIT=models/demo/stage15
-        RECIPE=(--everyday 0.4 --drills 0.25 --pseudo-values 0.8 --letters 0.5 --long-values 0.2 --value-weight 8
-            --turns-start 8 --hold 0.05 --curriculum 0.1 --lr 3e-4 --warmup 30 --seed 61)
+        RECIPE=(--everyday 0.45 --drills 0.4 --pseudo-values 0.8 --letters 0.5 --long-values 0.2 --value-weight 8
+            --turns-start 8 --hold 0.05 --curriculum 0.1 --lr 4e-4 --warmup 30 --seed 61)
         STEPS=(--steps 2000 --lr-by-time)
         BATCH=512
-        CHECK_DATA="everyday=0.4, drills=0.25, long_values=0.2" ;;
+        CHECK_DATA="everyday=0.45, drills=0.4, long_values=0.2" ;;
     *) echo "unknown stage '$STAGE': this script runs stages 9 to 16" >&2; exit 2 ;;
 esac
 INIT=${INIT_OVERRIDE:-$INIT}
 RECIPE=(--init-from "$INIT" --tokenizer "$INIT/tokenizer.model" --width 80 "${RECIPE[@]}")
 # The init checkpoint is git-ignored here (.git/info/exclude): the device call must name it in `carry`.
+# Stage 7's (the base of stages 9 and 14) was models/demo/checkpoint until stage 16 replaced it; git keeps it.
+STAGE7_FROM="mkdir -p models/demo/stage7 && for f in config.json model.safetensors tokenizer.model; do git show \
+b02665f:models/demo/checkpoint/\$f > models/demo/stage7/\$f; done"
 for f in config.json model.safetensors tokenizer.model; do
-    [[ -f $INIT/$f ]] || { echo "$INIT/$f missing: carry $INIT" >&2; exit 2; }
+    if [[ ! -f $INIT/$f ]]; then
+        echo "$INIT/$f missing: carry $INIT" >&2
+        [[ $INIT == models/demo/stage7 ]] && echo "(stage 7's checkpoint, from git: $STAGE7_FROM)" >&2
+        exit 2
+    fi
 done
 
 NS=$(mktemp -d /tmp/rxtns.XXXXXX)
