@@ -92,7 +92,9 @@ class Comparison:
         self.stm("reset")
         limit = self.session.dims.max_seq_len
         room = contract.max_query_tokens(limit)
-        long = (encode("I live in Oslo and my dog is called Rex. ") * limit)[: room + 1]
+        # small talk, not facts: the demo answers a cut-off run of facts with "." and [EOS] (1 token), which
+        # would leave the 2-token budget untested; a cut-off greeting runs on past the budget
+        long = (encode("Hello there, how are you today? ") * limit)[: room + 1]
         self.turn(long[: room - 1], "query one below the limit (budget 2)", 2)
         self.turn(long[:room], "query at the length limit (budget 1)", 1)
         self.turn(long, "left-truncated query", 1, truncate=True)

@@ -31,6 +31,8 @@ def test_marked_package_refuses_a_system_prompt_and_keeps_its_memory(marked, tin
     from rxt_edge import RxTSession
 
     assert load_manifest(marked).system_prompt is False and load_manifest(tiny_package).system_prompt is True
+    # stamped no newer than the package needs, so runtimes that read version 3 still load it
+    assert load_manifest(marked).format_version == load_manifest(tiny_package).format_version == 3
     with RxTSession.load(marked, threads=1) as session:
         conv = session.conversation()
         before = conv.stm().copy()

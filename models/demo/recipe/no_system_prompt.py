@@ -13,10 +13,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
-from rxt_edge.manifest import FORMAT_VERSION, load_manifest, verify_files, write_manifest
+from rxt_edge.manifest import (
+    MANIFEST_FILE,
+    format_version_needed,
+    load_manifest,
+    verify_files,
+    write_manifest,
+)
+
+SYSTEM_PROMPT_VERSION = 3  # the format_version that introduced `system_prompt`
 
 
 def mark(package: Path) -> None:
@@ -24,7 +33,9 @@ def mark(package: Path) -> None:
     format_version 3 one, so an older manifest is stamped 3: a version-2 reader refuses the unknown key anyway."""
     manifest = load_manifest(package)
     verify_files(package, manifest)
-    write_manifest(package, dataclasses.replace(manifest, system_prompt=False, format_version=FORMAT_VERSION))
+    raw = json.loads((package / MANIFEST_FILE).read_text())
+    version = max(format_version_needed(raw), SYSTEM_PROMPT_VERSION)  # never above what the package needs
+    write_manifest(package, dataclasses.replace(manifest, system_prompt=False, format_version=version))
 
 
 def main(argv: list[str] | None = None) -> int:
