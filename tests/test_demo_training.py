@@ -155,23 +155,28 @@ def test_a_deadline_stops_training_and_still_writes_the_checkpoint(tmp_path, cap
     assert metrics["steps_done"] == 1 and metrics["reload_check"]
 
 
-def test_the_time_schedule_reaches_the_floor_when_the_deadline_does():
+def test_the_time_schedule_reaches_the_floor_when_the_deadline_does(capsys):
     """--lr-by-time: a call stopped by its deadline at step 900 of a 2000-step schedule must still end at the floor
     rate, not at the 70% of the peak the step schedule would be at there."""
-    peak, budget = 6e-4, 400.0
-    rates = [td.lr_by_time(t, budget, peak) for t in range(0, 401, 10)]
+    peak = 6e-4
+    rates = [td.lr_by_time(t / 40, peak) for t in range(41)]
     assert rates[0] == pytest.approx(peak) and rates[-1] == pytest.approx(0.1 * peak)
     assert all(a >= b for a, b in zip(rates[:-1], rates[1:], strict=True))
-    assert td.lr_by_time(2 * budget, budget, peak) == pytest.approx(0.1 * peak)
+    assert td.lr_by_time(2.0, peak) == pytest.approx(0.1 * peak)  # past the budget: the floor
     assert td.lr_at(900, 2000, peak, 40) > 0.6 * peak  # what the deadline would leave without it
+    with pytest.raises(SystemExit):
+        td.parse_args(["--lr-by-time"])
+    assert "give --deadline too" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_two_processes_under_torchrun_train_one_model(tmp_path):
-    """torchrun with 2 CPU processes (gloo): gradients averaged, both stop after the same step, rank 0 writes."""
+    """torchrun with 2 CPU processes (gloo): gradients averaged, both stop after the same step at the same
+    learning rate, rank 0 writes."""
     out = tmp_path / "ckpt"
     argv = ["--device", "cpu", "--tiny", "--steps", "4", "--stop-after", "3", "--batch", "4", "--eval-n", "1"]
     argv += ["--final-n", "1", "--eval-procs", "1", "--workers", "0", "--out", str(out)]
+    argv += ["--deadline", "600", "--lr-by-time"]  # rank 0's clock sets every rank's rate (broadcast)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(

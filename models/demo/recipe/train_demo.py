@@ -539,11 +539,11 @@ def lr_at(step: int, steps: int, peak: float, warmup: int, floor: float = 0.1) -
     return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def lr_by_time(elapsed: float, budget: float, peak: float, floor: float = 0.1) -> float:
-    """The cosine of `lr_at` over wall-clock time: a run cut by --deadline still ends at the floor rate, whatever
-    a step costs on the machine it lands on (the number of steps a call affords is only known afterwards)."""
-    progress = min(1.0, elapsed / budget)
-    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+def lr_by_time(progress: float, peak: float, floor: float = 0.1) -> float:
+    """The cosine of `lr_at` over the share of the deadline's training time used: a run cut by --deadline still
+    ends at the floor rate, whatever a step costs on the machine it lands on (the steps a call affords are only
+    known afterwards)."""
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -800,6 +800,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "run the deadline stops early still ends at the floor rate (the lower of the two schedules applies)",
     )
     args = p.parse_args(argv)
+    if args.lr_by_time and not args.deadline:
+        p.error("--lr-by-time decays the rate over the time --deadline leaves: give --deadline too")
     if args.grow_ffn and not args.init_from:
         p.error(
             "--grow-ffn widens a trained checkpoint: give it with --init-from (a fresh model takes --ffn)"
@@ -943,13 +945,16 @@ def main(argv: list[str] | None = None) -> int:
     t_eval = 0.0
     losses = []
     steps_done = 0
-    budget = 0.0  # --lr-by-time: seconds of training the deadline leaves after the first (compiling) step
+    budget = (
+        0.0  # --lr-by-time, rank 0: seconds of training the deadline leaves after the first (compiling) step
+    )
+    time_used = 0.0  # the share of `budget` spent: rank 0's clock, broadcast so every rank steps at one rate
     for step, (turns, count, leak) in enumerate(loader):
         net.train()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
-            if budget:  # the cosine ends when the time does, not after --steps the deadline may never reach
-                g["lr"] = min(g["lr"], lr_by_time(time.perf_counter() - t0, budget, args.lr))
+            if args.lr_by_time:  # the cosine ends when the time does, not after --steps the deadline may cut
+                g["lr"] = min(g["lr"], lr_by_time(time_used, args.lr))
         turns = [tb.to(device) for tb in turns]
         loss = dialogue_loss(net, step_fn, turns, count, leak.to(device))
         opt.zero_grad(set_to_none=True)
@@ -980,10 +985,12 @@ def main(argv: list[str] | None = None) -> int:
         timeout = bool(args.max_minutes and (time.perf_counter() - t_start) / 60 > args.max_minutes)
         timeout |= bool(args.stop_after and steps_done >= args.stop_after)
         timeout |= bool(args.deadline and time.perf_counter() - t_start > args.deadline - args.reserve)
-        if world > 1:  # rank 0's clock decides, so every rank stops after the same step
-            flag = torch.tensor([float(timeout)], device=device)
+        if budget:
+            time_used = (time.perf_counter() - t0) / budget
+        if world > 1:  # rank 0's clock decides, so every rank stops after the same step at the same rate
+            flag = torch.tensor([float(timeout), time_used], device=device)
             torch.distributed.broadcast(flag, 0)
-            timeout = bool(flag.item())
+            timeout, time_used = bool(flag[0].item()), float(flag[1].item())
         if rank == 0 and ((args.eval_every and steps_done % args.eval_every == 0) or last or timeout):
             te = time.perf_counter()
             _, res = evaluate_batched(net, tok, probes, device)
