@@ -43,71 +43,63 @@ while [[ $# -gt 0 ]]; do
         *) echo "unknown argument: $1 (use --stage 9..16, --init DIR, --check, --smoke)" >&2; exit 2 ;;
     esac
 done
-# The recipes (README.md, "Stage 9", "Stage 10"). Both: stand-in values in 80% of the conversations, letter-chain
-# spellings for half of them, the recalled value's pieces weighed x8. Stage 9: 65% of every batch everyday-typed
+# The recipes (README.md, "Stage 9", "Stage 10", ...). Stage 9: 65% of every batch everyday-typed
 # conversations (demo_everyday), 35% the original templates, which keep held-out recall; replayed to its 1161 steps.
 # Stage 10: 30% drills (demo_drills: two facts in one message with a question about each, corrections asked about
-# afterwards), 40% everyday, 30% original templates; a fifth of the word stand-ins 8-13 letters long (long held-out
-# values were stage 9's misspellings); lower peak lr and a short warm-up for a continuation. Stages 11 and 12
+# afterwards), 40% everyday, 30% original templates; long stand-ins (long held-out values were stage 9's
+# misspellings); lower peak lr and a short warm-up for a continuation. Stages 11 and 12
 # (README.md, "Stages 11 and 12"): 11 widens the FFNs to 768 (--grow-ffn) on stage 10's mix; 12 trains the grown
 # model on the broader everyday generator, 50% everyday, 30% drills, 20% templates. Stage 13 continues 12 with
 # the templates back at 30% (stage 12's held-out recall fell to 90% at delay 4) and a lower peak lr.
+# Every stage: stand-in values in 80% of the conversations, letter-chain spellings for half of them, the
+# recalled value's pieces weighed x8; from stage 10 on a fifth of the word stand-ins 8-13 letters long.
+AIDS=(--pseudo-values 0.8 --letters 0.5 --value-weight 8)
+LONG=(--long-values 0.2)
+ONE_GPU=(--steps 2000 --lr-by-time)  # stages 14-16: 512 conversations a step, the rate decays with the clock
 case "$STAGE" in
     9)
         INIT=models/demo/stage7
-        RECIPE=(--everyday 0.65 --pseudo-values 0.8 --letters 0.5 --value-weight 8 --turns-start 4 --hold 0.1
-            --curriculum 0.2 --lr 8e-4 --warmup 50 --seed 23)
-        STEPS=(--steps 1200 --stop-after 1161)
-        CHECK_DATA="everyday=0.65" ;;
+        RECIPE=(--everyday 0.65 --turns-start 4 --hold 0.1 --curriculum 0.2 --lr 8e-4 --warmup 50 --seed 23)
+        STEPS=(--steps 1200 --stop-after 1161) ;;
     10)
         INIT=models/demo/stage9
-        RECIPE=(--everyday 0.4 --drills 0.3 --pseudo-values 0.8 --letters 0.5 --long-values 0.2 --value-weight 8
-            --turns-start 6 --hold 0.05 --curriculum 0.15 --lr 5e-4 --warmup 30 --seed 31)
-        STEPS=(--steps 1400)
-        CHECK_DATA="everyday=0.4, drills=0.3, long_values=0.2" ;;
+        RECIPE=(--everyday 0.4 --drills 0.3 "${LONG[@]}" --turns-start 6 --hold 0.05 --curriculum 0.15 --lr 5e-4
+            --warmup 30 --seed 31)
+        STEPS=(--steps 1400) ;;
     11)
         INIT=models/demo/stage10
-        RECIPE=(--grow-ffn 768 --everyday 0.45 --drills 0.3 --pseudo-values 0.8 --letters 0.5 --long-values 0.2
-            --value-weight 8 --turns-start 6 --hold 0.05 --curriculum 0.15 --lr 6e-4 --warmup 40 --seed 41)
-        STEPS=(--steps 1200)
-        CHECK_DATA="everyday=0.45, drills=0.3, long_values=0.2" ;;
+        RECIPE=(--grow-ffn 768 --everyday 0.45 --drills 0.3 "${LONG[@]}" --turns-start 6 --hold 0.05
+            --curriculum 0.15 --lr 6e-4 --warmup 40 --seed 41)
+        STEPS=(--steps 1200) ;;
     12)
         INIT=models/demo/stage11
-        RECIPE=(--everyday 0.5 --drills 0.3 --pseudo-values 0.8 --letters 0.5 --long-values 0.2 --value-weight 8
-            --turns-start 6 --hold 0.05 --curriculum 0.15 --lr 5e-4 --warmup 30 --seed 43)
-        STEPS=(--steps 1200)
-        CHECK_DATA="everyday=0.5, drills=0.3, long_values=0.2" ;;
+        RECIPE=(--everyday 0.5 --drills 0.3 "${LONG[@]}" --turns-start 6 --hold 0.05 --curriculum 0.15 --lr 5e-4
+            --warmup 30 --seed 43)
+        STEPS=(--steps 1200) ;;
     13)
         INIT=models/demo/stage12
-        RECIPE=(--everyday 0.45 --drills 0.25 --pseudo-values 0.8 --letters 0.5 --long-values 0.2 --value-weight 8
-            --turns-start 6 --hold 0.05 --curriculum 0.15 --lr 4e-4 --warmup 30 --seed 47)
-        STEPS=(--steps 1200)
-        CHECK_DATA="everyday=0.45, drills=0.25, long_values=0.2" ;;
+        RECIPE=(--everyday 0.45 --drills 0.25 "${LONG[@]}" --turns-start 6 --hold 0.05 --curriculum 0.15
+            --lr 4e-4 --warmup 30 --seed 47)
+        STEPS=(--steps 1200) ;;
     14)
         INIT=models/demo/stage7
-        RECIPE=(--grow-ffn 768 --everyday 0.45 --drills 0.25 --pseudo-values 0.8 --letters 0.5 --long-values 0.2
-            --value-weight 8 --turns-start 6 --hold 0.05 --curriculum 0.15 --lr 6e-4 --warmup 40 --seed 53)
-        STEPS=(--steps 2000 --lr-by-time)
-        BATCH=512
-        CHECK_DATA="everyday=0.45, drills=0.25, long_values=0.2" ;;
+        RECIPE=(--grow-ffn 768 --everyday 0.45 --drills 0.25 "${LONG[@]}" --turns-start 6 --hold 0.05
+            --curriculum 0.15 --lr 6e-4 --warmup 40 --seed 53)
+        STEPS=("${ONE_GPU[@]}") BATCH=512 ;;
     15)
         INIT=models/demo/stage14
-        RECIPE=(--everyday 0.45 --drills 0.35 --pseudo-values 0.8 --letters 0.5 --long-values 0.2 --value-weight 8
-            --turns-start 8 --hold 0.05 --curriculum 0.1 --lr 5e-4 --warmup 30 --seed 59)
-        STEPS=(--steps 2000 --lr-by-time)
-        BATCH=512
-        CHECK_DATA="everyday=0.45, drills=0.35, long_values=0.2" ;;
+        RECIPE=(--everyday 0.45 --drills 0.35 "${LONG[@]}" --turns-start 8 --hold 0.05 --curriculum 0.1
+            --lr 5e-4 --warmup 30 --seed 59)
+        STEPS=("${ONE_GPU[@]}") BATCH=512 ;;
     16)
         INIT=models/demo/stage15
-        RECIPE=(--everyday 0.45 --drills 0.4 --pseudo-values 0.8 --letters 0.5 --long-values 0.2 --value-weight 8
-            --turns-start 8 --hold 0.05 --curriculum 0.1 --lr 4e-4 --warmup 30 --seed 61)
-        STEPS=(--steps 2000 --lr-by-time)
-        BATCH=512
-        CHECK_DATA="everyday=0.45, drills=0.4, long_values=0.2" ;;
+        RECIPE=(--everyday 0.45 --drills 0.4 "${LONG[@]}" --turns-start 8 --hold 0.05 --curriculum 0.1
+            --lr 4e-4 --warmup 30 --seed 61)
+        STEPS=("${ONE_GPU[@]}") BATCH=512 ;;
     *) echo "unknown stage '$STAGE': this script runs stages 9 to 16" >&2; exit 2 ;;
 esac
 INIT=${INIT_OVERRIDE:-$INIT}
-RECIPE=(--init-from "$INIT" --tokenizer "$INIT/tokenizer.model" --width 80 "${RECIPE[@]}")
+RECIPE=(--init-from "$INIT" --tokenizer "$INIT/tokenizer.model" --width 80 "${AIDS[@]}" "${RECIPE[@]}")
 # The init checkpoint is git-ignored here (.git/info/exclude): the device call must name it in `carry`.
 # Stage 7's (the base of stages 9 and 14) was models/demo/checkpoint until stage 16 replaced it; git keeps it.
 STAGE7_FROM="mkdir -p models/demo/stage7 && for f in config.json model.safetensors tokenizer.model; do git show \
@@ -129,20 +121,16 @@ PY=${PYTHON:-python3}
 LAUNCH=("$PY")
 
 if [[ $MODE == check ]]; then  # seconds: imports, the init checkpoint, one device-shaped batch, one turn's loss
+    # the trainer's own parser and builders, so the check reads the stage's flags as the run will
     rc=0
-    (cd models/demo/recipe && "$PY" -c "
-import torch, train_demo as td
-from pathlib import Path
-from rxt_edge.export.checkpoints.native import load_native
-model, _ = load_native(Path('$ROOT/$INIT'))
-net = td.Trainable(model, 0.02)
-net.stm0.data.copy_(model.initial_stm)
-data = td.DialogueBatches(Path('$ROOT/$INIT/tokenizer.model'), 1400, 16, 23, 4, 0.1, 0.2, True, 80,
-    pseudo=0.8, value_weight=8, letters=0.5, $CHECK_DATA)
-turns, count, leak = data[1390]
-loss = td.dialogue_loss(net, td.TurnStep(model), turns[:2], count, leak)
+    PYTHONPATH="$ROOT/models/demo/recipe:$PYTHONPATH" "$PY" -c "
+import sys, torch, train_demo as td
+args = td.parse_args(sys.argv[1:])
+net = td.build(args, td.Tok(args.tokenizer), torch.device('cpu'))
+turns, count, leak = td.batches(args, args.width)[args.steps - 10]  # late in the schedule: the longest dialogues
+loss = td.dialogue_loss(net, td.TurnStep(net.model), turns[:2], count, leak)
 print('check ok: stage $STAGE from $INIT,', len(turns), 'turns of', tuple(turns[0].ids.shape), 'loss', round(float(loss.detach()), 4))
-") || rc=$?
+" "${RECIPE[@]}" "${STEPS[@]}" --batch 16 --device cpu --deadline 495 || rc=$?
     rm -rf "$NS"
     exit "$rc"
 fi

@@ -532,6 +532,29 @@ def dialogue_loss(
     return total / max(count, 1.0)
 
 
+def batches(args: argparse.Namespace, width: int, rank: int = 0) -> DialogueBatches:
+    """The recipe's batches as the command line describes them (also device_train.sh's `--check`)."""
+    return DialogueBatches(
+        args.tokenizer,
+        args.steps,
+        args.batch,
+        args.seed,
+        args.turns_start,
+        args.hold,
+        args.curriculum,
+        not args.no_dropout,
+        width,
+        args.leak,
+        args.pseudo_values,
+        args.value_weight,
+        args.letters,
+        rank,
+        args.everyday,
+        args.drills,
+        args.long_values,
+    )
+
+
 def lr_at(step: int, steps: int, peak: float, warmup: int, floor: float = 0.1) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -912,25 +935,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile:
         step_fn = torch.compile(step_fn, dynamic=False, backend=args.compile_backend)
     width = args.width if args.compile else 0
-    data = DialogueBatches(
-        args.tokenizer,
-        args.steps,
-        args.batch,
-        args.seed,
-        args.turns_start,
-        args.hold,
-        args.curriculum,
-        not args.no_dropout,
-        width,
-        args.leak,
-        args.pseudo_values,
-        args.value_weight,
-        args.letters,
-        rank,
-        args.everyday,
-        args.drills,
-        args.long_values,
-    )
+    data = batches(args, width, rank)
     loader = torch.utils.data.DataLoader(
         data,
         batch_size=None,
