@@ -19,7 +19,7 @@
 # --stage defaults to 9 (as run). The device call must carry the stage's init folder (git-ignored, 15.4 MB; 22 MB
 # from stage 11 on): stage 9 and 14: carry=["models/demo/stage7"] (stage 7's checkpoint, taken from git: the
 # message of a missing init says how); stage N (10-13, 15, 16): carry=["models/demo/stage<N-1>"]. The tracked
-# tree is about 66 MB since stage 16 shipped: untrack models/demo/package for the call (64 MiB a call).
+# tree is about 55 MB: with a 22 MB init carried, untrack models/demo/package for the call (64 MiB a call).
 # Runs from the repository root on a bare machine: the repository is not installed there, so the package-dir
 # mapping of pyproject.toml (rxt_edge, rxt_edge.export, ...) is laid out as a tree of symbolic links in /tmp and put
 # on PYTHONPATH (no pip, nothing downloaded). The trainer stops on its own --deadline (seconds from its start), writes
