@@ -403,7 +403,7 @@ def test_api_key_and_busy(session, tmp_path):
 
 def test_state_dtype_float16_agrees_with_float32(session, tmp_path):
     """fp16 storage halves the bytes; measured against fp32: the STM agrees to fp16 precision and the facts
-    are recalled the same (small talk may differ: a greedy near-tie can flip, docs/serve.md)."""
+    are recalled the same (the wording may differ: a greedy near-tie can flip, docs/serve.md)."""
     turns = ["My name is Ada.", "I live in Paris.", "Where do I live?", "What is my name?"]
     first, answers = {}, {}
     for dtype in ("float32", "float16"):
@@ -421,8 +421,10 @@ def test_state_dtype_float16_agrees_with_float32(session, tmp_path):
             first[dtype] = store.get_state(first[dtype])
         finally:
             server.stop()
-    assert answers["float16"][2:] == answers["float32"][2:], answers
-    assert "Paris" in answers["float16"][2] and "Ada" in answers["float16"][3], answers
+    # the same facts recalled from either storage; a greedy near-tie may flip the wording ("Your name is Ada." /
+    # "You are Ada." on the shipped demo), which the STM check below bounds at fp16 rounding
+    for turn, value in ((2, "Paris"), (3, "Ada")):
+        assert value in answers["float16"][turn] and value in answers["float32"][turn], answers
     fp, shape = session.package.fingerprint, session.package.stm_shape
     stm32 = snapshot_from_bytes(first["float32"], fp, shape)[0]
     stm16 = snapshot_from_bytes(first["float16"], fp, shape)[0]
