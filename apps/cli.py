@@ -434,10 +434,11 @@ def quantize(
         str | None, typer.Option(help="Comma-separated graphs to quantize (default: the measured choice).")
     ] = None,
     memory_kv: Annotated[
-        Literal["auto", "float", "int8"],
+        Literal["auto", "float", "int8", "expanded"],
         typer.Option(
-            help="The STM's K/V every token reads: int8 (a quarter of the bytes; CPU, static-cache exports) or "
-            "float. auto: int8 where it runs and pays (2 MB a token or more), else float (docs/quantization.md)."
+            help="The STM's K/V every token reads: int8 (a quarter of the bytes; CPU, static-cache exports), "
+            "expanded (repeated per query head: CUDA's decode attention kernel) or float. auto: int8 where it "
+            "runs and pays (2 MB a token or more), expanded for fp16, else float (docs/quantization.md)."
         ),
     ] = "auto",
     overwrite: Annotated[

@@ -29,6 +29,7 @@ from .graph_fusions import (
     fold_memory_head_groups,
     fuse_rope,
     fuse_shared_input_matmuls,
+    fuse_silu,
     fuse_skip_rms_norm,
     pack_attention_qkv,
 )
@@ -112,6 +113,7 @@ def export_graph(
         fuse_shared_input_matmuls(program.model)
         pack_attention_qkv(program.model)
         fuse_skip_rms_norm(program.model)
+        fuse_silu(program.model)
         fuse_turn_graph(program.model, graph)  # per-turn graphs: shared subexpressions, constants
         # what the fusions left unread (onnxruntime would warn about every such initializer at each load)
         RemoveUnusedNodesPass()(program.model)

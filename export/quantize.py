@@ -36,6 +36,9 @@ from rxt_edge import contract
 from rxt_edge.manifest import Manifest, ManifestError, load_manifest, verify_files
 from rxt_edge.package_writer import PackageWriteError, PackageWriter
 
+from .constant_tables import fold_trig_tables
+from .memory_kv_heads import query_heads
+from .memory_kv_heads import rewrite as rewrite_expanded_kv
 from .quantize_io import graph_bytes, load_deferred, load_graph
 from .quantize_memory_kv import MemoryKVError, choose_memory_kv
 from .quantize_memory_kv import rewrite as rewrite_memory_kv
@@ -345,6 +348,7 @@ def convert_graph_fp16(model: onnx.ModelProto, out: Path) -> int:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     n = sum(1 for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+    fold_trig_tables(model)  # float16 Sin/Cos would run every step: no CPU kernel folds them at load
     with _quiet():
         half = convert_float_to_float16(model, keep_io_types=False, disable_shape_infer=True)
     _save(half, out)
@@ -444,10 +448,15 @@ def quantize_package(
     dims = manifest.model
     fdt = "float16" if scheme == "fp16" else "float32"
     memory_kv = _memory_kv_form(memory_kv, scheme, src / manifest.graphs[contract.DECODER].file, dims)
+    data = manifest.to_json()
+    if memory_kv == "expanded":  # the K/V take the query heads' count, which the manifest then records
+        decoder = onnx.load(str(src / manifest.graphs[contract.DECODER].file), load_external_data=False)
+        dims = replace(dims, cross_query_heads=query_heads(decoder, dims))
+        data["model"] = dims.to_json()
+    kv_rewrite = {"int8": rewrite_memory_kv, "expanded": rewrite_expanded_kv}.get(memory_kv)
     with writer:
         counts: dict[str, int] = {}
         experts: dict[str, dict | None] = {}  # routed experts -> QMoE (export/quantize_moe.py)
-        data = manifest.to_json()
         for name in contract.GRAPH_NAMES:
             gpath = src / manifest.graphs[name].file
             rewrites_kv = memory_kv != "float" and name != contract.ENCODER
@@ -463,7 +472,7 @@ def quantize_package(
             _name_nodes(model)
             try:
                 if rewrites_kv:
-                    rewrite_memory_kv(model, name, dims, manifest.graphs[name].kv_cache)
+                    kv_rewrite(model, name, dims, manifest.graphs[name].kv_cache)
                 if name not in scope.graphs:
                     _save(model, dest)
                 elif scheme == "fp16":

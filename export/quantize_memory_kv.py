@@ -103,11 +103,13 @@ def _quantizer(model, source: str, tensor: str, scale: str, axis: int, size: int
     return nodes
 
 
-def _redeclare(values, dims: contract.ModelDims, graph: str, kv_cache: str, outputs: bool) -> list:
-    """The graph's inputs (or outputs) in contract order, the memory K/V and their scales declared in the int8
-    form, every other one as the graph had it."""
-    ins, outs = contract.graph_io(dims, graph, "float32", kv_cache, FORM)
-    memory = {s.name for s in contract.memory_kv_specs(dims, "float32", FORM)}
+def _redeclare(
+    values, dims: contract.ModelDims, graph: str, kv_cache: str, outputs: bool, form: str = FORM
+) -> list:
+    """The graph's inputs (or outputs) in contract order, the memory K/V (and any scales) declared in `form`,
+    every other one as the graph had it."""
+    ins, outs = contract.graph_io(dims, graph, "float32", kv_cache, form)
+    memory = {s.name for s in contract.memory_kv_specs(dims, "float32", form)}
     by_name = {v.name: v for v in values}
     declared = []
     for spec in outs if outputs else ins:
@@ -121,23 +123,59 @@ def _redeclare(values, dims: contract.ModelDims, graph: str, kv_cache: str, outp
     return declared
 
 
-def quantize_memory_outputs(model: onnx.ModelProto, graph: str, dims: contract.ModelDims) -> int:
-    """memory_kv / memory_update: quantize each memory layer's K/V output in the graph; returns the layers done."""
+def redeclare_io(
+    model: onnx.ModelProto,
+    dims: contract.ModelDims,
+    graph: str,
+    kv_cache: str,
+    outputs: bool,
+    form: str = FORM,
+) -> None:
+    """Replace the graph's inputs (or outputs) by `_redeclare`'s list."""
+    values = model.graph.output if outputs else model.graph.input
+    declared = _redeclare(values, dims, graph, kv_cache, outputs, form)
+    del values[:]
+    values.extend(declared)
+
+
+def for_graph(
+    model: onnx.ModelProto, graph: str, dims: contract.ModelDims, kv_cache: str, read, write
+) -> int:
+    """A memory K/V form's rewrite of one graph: `read(model, dims, kv_cache)` for the decoder, `write(model, graph,
+    dims)` for the graphs that write the K/V, nothing for the encoder; returns the memory layers rewritten."""
+    if graph == contract.DECODER:
+        return read(model, dims, kv_cache)
+    if graph in _MEMORY_GRAPHS:
+        return write(model, graph, dims)
+    return 0
+
+
+def rename_memory_outputs(
+    model: onnx.ModelProto, graph: str, dims: contract.ModelDims, tag: str
+) -> dict[str, str]:
+    """Rename the float memory K/V a memory graph writes to `<name>/<tag>` (they keep flowing under the new
+    names, for the form's nodes to read) and return old -> new; MemoryKVError where the graph does not write them."""
     if graph not in _MEMORY_GRAPHS:
         raise MemoryKVError(f"{graph}: only {_MEMORY_GRAPHS} write the memory K/V")
     g = model.graph
-    produced = {o: n for n in g.node for o in n.output}
+    produced = {o for n in g.node for o in n.output}
     renamed = {}
     for i in range(dims.memory_layers):
         for name in (contract.memory_key(i), contract.memory_value(i)):
             if name not in produced:
                 raise MemoryKVError(f"{graph}: no node writes {name!r}")
-            renamed[name] = f"{name}/float"
-    for n in g.node:  # the float tensors keep flowing under their new names
+            renamed[name] = f"{name}/{tag}"
+    for n in g.node:
         n.output[:] = [renamed.get(o, o) for o in n.output]
         n.input[:] = [renamed.get(x, x) for x in n.input]
     for info in g.value_info:  # (shape annotations follow them)
         info.name = renamed.get(info.name, info.name)
+    return renamed
+
+
+def quantize_memory_outputs(model: onnx.ModelProto, graph: str, dims: contract.ModelDims) -> int:
+    """memory_kv / memory_update: quantize each memory layer's K/V output in the graph; returns the layers done."""
+    g, renamed = model.graph, rename_memory_outputs(model, graph, dims, "float")
     s, hd = dims.stm_slots, dims.head_dim
     for i in range(dims.memory_layers):
         k, v = contract.memory_key(i), contract.memory_value(i)
@@ -145,9 +183,7 @@ def quantize_memory_outputs(model: onnx.ModelProto, graph: str, dims: contract.M
         g.node.extend(
             _quantizer(model, renamed[v], v, contract.memory_value_scale(i), 3, hd, transpose=False)
         )
-    outputs = _redeclare(g.output, dims, graph, "dynamic", outputs=True)
-    del g.output[:]
-    g.output.extend(outputs)
+    redeclare_io(model, dims, graph, "dynamic", outputs=True)
     return dims.memory_layers
 
 
@@ -169,9 +205,21 @@ def choose_memory_kv(
 ) -> str:
     """The memory K/V form a quantized package gets: `asked`, checked against the scheme and the `decoder` file;
     None picks int8 where it runs and pays (a CPU scheme, the static-cache decoder's fused memory attention, K/V
-    of `INT8_MEMORY_KV_FROM_BYTES` a token or more), float elsewhere. Raises MemoryKVError."""
+    of `INT8_MEMORY_KV_FROM_BYTES` a token or more), "expanded" for fp16 (GPU) packages of grouped memory
+    attention (export/memory_kv_heads.py), float elsewhere. Raises MemoryKVError."""
     if asked is not None and asked not in contract.MEMORY_KVS:
         raise MemoryKVError(f"memory_kv: {asked!r} is not one of {list(contract.MEMORY_KVS)}")
+    if asked == "expanded" or (asked is None and scheme == "fp16"):
+        from .memory_kv_heads import query_heads  # (that module builds on this one)
+
+        if query_heads(onnx.load(str(decoder), load_external_data=False), dims) is not None:
+            return "expanded"
+        if asked is None:  # one K/V head per query head already, or a decoder without the fused attention
+            return "float"
+        raise MemoryKVError(
+            "memory_kv expanded needs the static-cache decoder's fused memory attention with more query than "
+            "K/V heads; this package's decoder does not have it"
+        )
     if asked == "float" or (asked is None and not (cpu_scheme and int8_memory_kv_pays(dims))):
         return "float"
     why = (
@@ -397,9 +445,7 @@ def read_int8_memory(model: onnx.ModelProto, dims: contract.ModelDims, kv_cache:
     del g.node[:]
     g.node.extend(rebuilt)
     _drop_unused(model, dropped | {"memory_kv/int8/heads_in", "memory_kv/int8/heads_out"})
-    inputs = _redeclare(g.input, dims, contract.DECODER, kv_cache, outputs=False)
-    del g.input[:]
-    g.input.extend(inputs)
+    redeclare_io(model, dims, contract.DECODER, kv_cache, outputs=False)
     if not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return dims.memory_layers
@@ -407,11 +453,7 @@ def read_int8_memory(model: onnx.ModelProto, dims: contract.ModelDims, kv_cache:
 
 def rewrite(model: onnx.ModelProto, graph: str, dims: contract.ModelDims, kv_cache: str = "dynamic") -> int:
     """The int8 memory K/V form for one graph (none for the encoder); returns the memory layers rewritten."""
-    if graph == contract.DECODER:
-        return read_int8_memory(model, dims, kv_cache)
-    if graph in _MEMORY_GRAPHS:
-        return quantize_memory_outputs(model, graph, dims)
-    return 0
+    return for_graph(model, graph, dims, kv_cache, read_int8_memory, quantize_memory_outputs)
 
 
 def dequantized(outputs: list[np.ndarray]) -> list[np.ndarray]:

@@ -23,6 +23,7 @@ from rxt_edge.session import RxTSession
 
 from .graph_driver import GraphDriver
 from .layers import float_except_experts
+from .memory_kv_heads import collapsed
 from .model import RxTModel
 from .quantize_memory_kv import dequantized
 from .torch_chat import TorchConversation
@@ -115,6 +116,9 @@ def verify_package(
         tk, tv = model.memory_kv(ref.stm)
         kv_ref = [x for pair in zip(tk, tv, strict=True) for x in pair]
         kv_float = dequantized(kv) if memory_kv == "int8" else kv
+        if memory_kv == "expanded":  # each K/V head repeated for its query heads: compare one of each
+            dims = session.package.manifest.model
+            kv_float = collapsed(kv, dims.cross_query_heads // dims.cross_kv_heads)
         kv_diff = max(
             float(np.abs(a - _np(b, np.float32)).max()) for a, b in zip(kv_float, kv_ref, strict=True)
         )

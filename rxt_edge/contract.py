@@ -24,8 +24,10 @@ SEQLENS = "seqlens_k"  # static decoder: int32 [batch], tokens in the cache afte
 # How the memory graphs hand the decoder each memory layer's cross-attention keys and values
 # (docs/graph-contract.md): "float" in the graphs' float dtype, [B, Hkv, S, hd]; "int8" (CPU-quantized packages):
 # keys transposed to [B, Hkv, hd, S] with one float32 scale per slot, values [B, Hkv, S, hd] with one per channel
-# (symmetric), read by DynamicQuantizeMatMul - a quarter of the bytes every generated token reads from the STM.
-MEMORY_KVS = ("float", "int8")
+# (symmetric), read by DynamicQuantizeMatMul - a quarter of the bytes every generated token reads from the STM;
+# "expanded" (GPU packages): float, each K/V head repeated for the query heads that read it, [B, Hq, S, hd]
+# (`ModelDims.cross_query_heads`): one query row a head, which CUDA's split-KV decode attention kernel needs.
+MEMORY_KVS = ("float", "int8", "expanded")
 
 
 TENSOR_DTYPES = (
@@ -71,13 +73,18 @@ class ModelDims:
     self_kv_heads: int
     cross_kv_heads: int
     max_seq_len: int  # longest turn (prompt + answer) the decoder's position table covers
+    # memory cross-attention query heads; recorded (non-zero) only where a memory K/V form needs it ("expanded")
+    cross_query_heads: int = 0
 
     def to_json(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.cross_query_heads:  # unrecorded: manifests stay readable by runtimes that predate it
+            del d["cross_query_heads"]
+        return d
 
     @staticmethod
     def from_json(d: dict) -> ModelDims:
-        return ModelDims(**{k: int(d[k]) for k in ModelDims.__dataclass_fields__})
+        return ModelDims(**{k: int(d[k]) for k in ModelDims.__dataclass_fields__ if k in d})
 
 
 def past_key(i: int) -> str:
@@ -125,6 +132,12 @@ def memory_kv_specs(d: ModelDims, fdt: str, memory_kv: str = "float") -> list[Te
     if memory_kv not in MEMORY_KVS:
         raise ValueError(f"unknown memory_kv {memory_kv!r}; expected one of {MEMORY_KVS}")
     h, s, hd = d.cross_kv_heads, d.stm_slots, d.head_dim
+    if memory_kv == "expanded":
+        if d.cross_query_heads < h or d.cross_query_heads % h:
+            raise ValueError(
+                f"memory_kv expanded needs cross_query_heads, a multiple of {h} (got {d.cross_query_heads})"
+            )
+        h = d.cross_query_heads
     out = []
     for i in range(d.memory_layers):
         if memory_kv == "int8":

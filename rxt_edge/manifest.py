@@ -17,7 +17,8 @@ Version 2 added `requires` (always written; optional on read, so version-1 packa
 decoder's `kv_cache` layout (absent: "dynamic", as every earlier package) and the `int32` dtype its `seqlens_k`
 input uses; also the optional top-level `system_prompt` (false: the model was not trained with system prompts and
 the runtime refuses one; absent: true); version 4 the `memory_kv` form of the graphs that carry the memory
-cross-attention K/V (absent: "float"; "int8" with its scales, `contract.MEMORY_KVS`) and the `int8` tensor dtype.
+cross-attention K/V (absent: "float"; "int8" with its scales, `contract.MEMORY_KVS`) and the `int8` tensor dtype;
+version 5 the "expanded" form (K/V repeated per query head, GPU packages) and `model.cross_query_heads` it needs.
 
 Every error is a `ManifestError` whose message starts with the field path, e.g.
 `graphs.decoder.inputs[3].shape: expected [...], got [...]`.
@@ -40,14 +41,17 @@ from ._atomic import atomic_write_bytes
 from .contract import ModelDims, TensorSpec, graph_io
 
 FORMAT = "rxt-edge-package"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 
 def format_version_needed(manifest: dict[str, Any]) -> int:
     """The lowest `format_version` that can describe `manifest` (JSON form): what writers stamp, so that a package
-    using nothing newer stays readable by the runtimes already installed (version 3 covers all but `memory_kv`)."""
-    graphs = manifest.get("graphs", {}).values()
-    return 4 if any(g.get("memory_kv", "float") != "float" for g in graphs) else 3
+    using nothing newer stays readable by the runtimes already installed (version 3 covers all but `memory_kv`,
+    version 4 all but the "expanded" form and `model.cross_query_heads`)."""
+    forms = {g.get("memory_kv", "float") for g in manifest.get("graphs", {}).values()}
+    if "expanded" in forms or manifest.get("model", {}).get("cross_query_heads"):
+        return 5
+    return 4 if forms - {"float"} else 3
 
 
 MANIFEST_FILE = "manifest.json"
@@ -374,7 +378,7 @@ def _tensor(d: dict) -> TensorSpec:
 
 
 def _model(d: dict) -> ModelDims:
-    dims = ModelDims(**{k: int(d[k]) for k in ModelDims.__dataclass_fields__})
+    dims = ModelDims.from_json(d)
     if dims.memory_layers > dims.decoder_layers:
         raise _err("model.memory_layers", "cannot exceed decoder_layers (memory layers are decoder layers)")
     return dims
@@ -405,6 +409,12 @@ def _graph(d: dict, path: str, name: str, dims: ModelDims) -> GraphEntry:
         raise _err(_at(path, "kv_cache"), "only the decoder has a self-attention cache")
     if entry.memory_kv != "float" and name == "encoder":
         raise _err(_at(path, "memory_kv"), "the encoder does not carry the memory K/V")
+    heads, kv = dims.cross_query_heads, dims.cross_kv_heads
+    if entry.memory_kv == "expanded" and (heads < kv or heads % kv):
+        raise _err(
+            "model.cross_query_heads",
+            f"the memory_kv form 'expanded' needs the query heads, a multiple of cross_kv_heads ({kv}); got {heads}",
+        )
     # The I/O float dtype is what the graph declares (fp16 graphs take fp16 I/O; int8 ones usually fp32).
     floats = [t.dtype for t in entry.inputs + entry.outputs if t.dtype.startswith("float")]
     expected_in, expected_out = graph_io(

@@ -103,6 +103,23 @@ def test_residual_add_and_rms_norm_are_one_op(tiny_package: Path, unfused_packag
         assert sum(n.op_type == "Sqrt" for n in ops) == 1, graph
 
 
+def test_silu_is_one_quickgelu(tiny_package: Path, unfused_package: Path) -> None:
+    """Every SwiGLU SiLU (x * Sigmoid(x)) is one QuickGelu with alpha 1 in the decoder and the encoder; other
+    sigmoids (gates: sigmoid(g) * y) stay."""
+    for graph in ("decoder", "encoder"):
+        plain = _ops(unfused_package / f"{graph}.onnx")
+        sigmoid_of = {n.output[0]: n.input[0] for n in plain if n.op_type == "Sigmoid"}
+        silus = sum(
+            n.op_type == "Mul" and sigmoid_of.get(n.input[1], sigmoid_of.get(n.input[0])) in n.input
+            for n in plain
+        )
+        ops = _ops(tiny_package / f"{graph}.onnx")
+        quick = [n for n in ops if n.op_type == "QuickGelu"]
+        assert silus > 0 and len(quick) == silus, graph
+        assert all(n.domain == "com.microsoft" and n.attribute[0].f == 1.0 for n in quick)
+        assert sum(n.op_type == "Sigmoid" for n in ops) == len(sigmoid_of) - silus, graph
+
+
 def test_fused_package_answers_as_the_unfused(tiny_package: Path, unfused_package: Path) -> None:
     from rxt_edge import RxTSession
 

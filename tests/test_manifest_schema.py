@@ -47,7 +47,10 @@ def test_schema_is_valid_draft_2020_12_and_matches_the_code():
     jsonschema.Draft202012Validator.check_schema(schema)
     props, defs = schema["properties"], schema["$defs"]
     assert props["format_version"]["maximum"] == FORMAT_VERSION
-    assert set(props["model"]["required"]) == set(ModelDims.__dataclass_fields__)
+    fields = ModelDims.__dataclass_fields__
+    required = {k for k, f in fields.items() if f.default is dataclasses.MISSING}
+    assert set(props["model"]["required"]) == required and set(props["model"]["properties"]) == set(fields)
+    assert required < set(fields)  # cross_query_heads: optional, written where a memory K/V form needs it
     assert list(props["graphs"]["properties"]) == list(GRAPH_NAMES)
     assert {"pad", "bos", "eos", "query", "answer"} == set(props["special_tokens"]["required"])
     assert {"unk", "internal"} <= set(props["special_tokens"]["properties"])

@@ -231,8 +231,9 @@ def test_int8_is_the_default_where_it_runs_and_pays(
     tiny_package: Path, cli_unfused_export, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not asked for a form, quantize writes int8 for a CPU scheme of a static-cache export whose K/V are large
-    enough to pay, and float elsewhere: fp16 (GPUs), an unfused export (no fused memory attention to rewrite),
-    small K/V (the tiny package's, the demo's, alpha-micro's: faster in float, docs/quantization.md)."""
+    enough to pay, and float elsewhere: an unfused export (no fused memory attention to rewrite), small K/V (the
+    tiny package's, the demo's, alpha-micro's: faster in float, docs/quantization.md); fp16 (GPUs) takes the
+    expanded form (tests/test_memory_kv_expanded.py)."""
 
     def dims(layers: int, heads: int, slots: int, head_dim: int) -> contract.ModelDims:
         return contract.ModelDims(1000, 64, layers, layers, slots, head_dim, heads, heads, 128)
@@ -240,7 +241,11 @@ def test_int8_is_the_default_where_it_runs_and_pays(
     pays = quantize_memory_kv.int8_memory_kv_pays
     assert not pays(dims(4, 2, 48, 32)) and not pays(dims(6, 4, 256, 16))  # the demo, alpha-micro
     assert pays(dims(8, 4, 1024, 32)) and pays(dims(21, 4, 4096, 32))  # alpha-mini, RxT-Beta
-    assert [default_memory_kv(tiny_package, s) for s in ("int8", "int4", "fp16")] == ["float"] * 3
+    assert [default_memory_kv(tiny_package, s) for s in ("int8", "int4", "fp16")] == [
+        "float",
+        "float",
+        "expanded",
+    ]
 
     monkeypatch.setattr(
         quantize_memory_kv, "INT8_MEMORY_KV_FROM_BYTES", 0
@@ -249,7 +254,7 @@ def test_int8_is_the_default_where_it_runs_and_pays(
         "int8",
         "int8",
         "int8",
-        "float",
+        "expanded",
     ]
     m = quantize_package(tiny_package, tmp_path / "int4", "int4").manifest
     assert (m.quantization["memory_kv"], m.graphs[contract.MEMORY_UPDATE].memory_kv, m.format_version) == (

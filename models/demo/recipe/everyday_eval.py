@@ -378,11 +378,13 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-def evaluate(package: Path, per_cell: int = 8, seed: int = 19, max_new_tokens: int = 48) -> tuple[dict, list]:
+def evaluate(
+    package: Path, per_cell: int = 8, seed: int = 19, max_new_tokens: int = 48, provider: str = "cpu"
+) -> tuple[dict, list]:
     """Run the set through the torch-free runtime (greedy) on `package`."""
     from rxt_edge import RxTSession
 
-    session = RxTSession.load(package)
+    session = RxTSession.load(package, provider=provider)
     try:
 
         def factory() -> Callable[[str], str]:
@@ -409,8 +411,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=19)
     ap.add_argument("--json", type=Path, help="write the summary and every answer here")
     ap.add_argument("--show-misses", type=int, default=0, help="print this many wrong answers")
+    ap.add_argument("--provider", default="cpu", help="cpu, cuda or dml")
     args = ap.parse_args(argv)
-    s, records = evaluate(args.package, args.per_cell, args.seed)
+    s, records = evaluate(args.package, args.per_cell, args.seed, provider=args.provider)
     print(f"{args.package} ({s['precision']}), greedy, {s['seconds']} s")
     print(format_summary(s))
     misses = [r for r in records if not r["ok"]][: args.show_misses]
