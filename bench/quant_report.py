@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -290,7 +290,10 @@ def compare_packages(
     `recall_probes`: recall accuracy on these probes, both packages (None: no recall); `repeats`: timed runs;
     `provider`: the execution provider of both packages ("cuda" for an fp16 package on a GPU)."""
     src_pkg, q_pkg = load_package(source), load_package(quantized)
-    if src_pkg.manifest.model != q_pkg.manifest.model:
+    # (a K/V form may record the query heads the source left unrecorded: the same model either way)
+    if replace(src_pkg.manifest.model, cross_query_heads=0) != replace(
+        q_pkg.manifest.model, cross_query_heads=0
+    ):
         raise ValueError(f"{quantized}: model dims differ from {source}; not a quantized copy of it")
     qrec = q_pkg.manifest.quantization or {}
     src_r, q_r = GraphDriver(src_pkg, threads, provider), GraphDriver(q_pkg, threads, provider)
