@@ -43,6 +43,8 @@ def info_lines(info: dict[str, Any]) -> list[str]:
     """The human-readable form: one fact per line, short enough for an 80-column terminal."""
     m = info["model"]
     heads = f"K/V heads {m['self_kv_heads']} (self), {m['cross_kv_heads']} (memory), head dim {m['head_dim']}"
+    if m.get("cross_query_heads"):
+        heads += f"; {m['cross_query_heads']} memory query heads"
     lines = [
         f"package      {info['package']}",
         f"precision    {info['precision']} (opset {info['opset']}, {info['created_by']})",
@@ -59,6 +61,8 @@ def info_lines(info: dict[str, Any]) -> list[str]:
         if "per_channel" in q:
             detail.append("per-channel" if q["per_channel"] else "per-tensor")
         detail.append("graphs: " + ", ".join(q.get("graphs", [])))
+        if q.get("memory_kv", "float") != "float":
+            detail.append(f"memory K/V {q['memory_kv']}")
         lines.append(f"quantization {q.get('scheme', '?')} ({'; '.join(detail)})")
     else:
         lines.append("quantization none")

@@ -62,6 +62,11 @@ def test_fp16_defaults_to_the_expanded_form_and_records_it(fp16: dict[str, Path]
         assert {r.op_type for r in g.node if n.output[0] in r.input} == {"MatMul"}
     for graph in (contract.DECODER, contract.MEMORY_UPDATE, contract.MEMORY_KV):
         onnx.checker.check_model(str(fp16["expanded"] / f"{graph}.onnx"), full_check=True)
+    from rxt_edge.apps.info import info_lines, package_info  # `rxt-edge info` says so
+
+    text = "\n".join(info_lines(package_info(fp16["expanded"])))
+    assert f"{hq} memory query heads" in text and "memory K/V expanded" in text
+    assert "query heads" not in "\n".join(info_lines(package_info(fp16["float"])))
 
 
 def test_expanded_kv_repeat_each_kv_head_for_its_query_heads(fp16: dict[str, Path]) -> None:
