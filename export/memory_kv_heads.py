@@ -56,7 +56,7 @@ class _Layer:
     groups: int
 
 
-def _weight(index: _Index, node: onnx.NodeProto | None, reader: onnx.NodeProto | None = None) -> str | None:
+def _weight(index: _Index, node: onnx.NodeProto | None) -> str | None:
     """The float initializer a default-domain MatMul multiplies by (input 1), read by nothing else."""
     if node is None or node.op_type != "MatMul" or node.domain not in ("", "ai.onnx"):
         return None
