@@ -21,7 +21,8 @@ Rewrites (float graphs, before the fp16 conversion):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -42,6 +43,7 @@ from .quantize_memory_kv import (
     redeclare_io,
     rename_memory_outputs,
 )
+from .quantize_memory_kv import rewrite as int8_rewrite
 
 FORM = "expanded"
 
@@ -113,6 +115,15 @@ def query_heads(decoder: onnx.ModelProto, dims: contract.ModelDims) -> int | Non
     return plan[0].groups * dims.cross_kv_heads
 
 
+def form_dims(form: str, decoder: Path, dims: contract.ModelDims) -> contract.ModelDims:
+    """The dims a package whose memory K/V take `form` declares: the expanded form records the query heads
+    (read from the `decoder` file's graph, weights left on disk)."""
+    if form != FORM:
+        return dims
+    heads = query_heads(onnx.load(str(decoder), load_external_data=False), dims)
+    return replace(dims, cross_query_heads=heads)
+
+
 def _head_order(kv_heads: int, groups: int, head_dim: int) -> np.ndarray:
     """Index into the fold's (g, kv, d) order for each position of head order (kv, g, d)."""
     fold = np.arange(kv_heads * groups * head_dim).reshape(kv_heads, groups, head_dim).transpose(1, 0, 2)
@@ -175,6 +186,13 @@ def expand_memory_outputs(model: onnx.ModelProto, graph: str, dims: contract.Mod
 def rewrite(model: onnx.ModelProto, graph: str, dims: contract.ModelDims, kv_cache: str = "dynamic") -> int:
     """The expanded memory K/V form for one graph (none for the encoder); returns the memory layers rewritten."""
     return for_graph(model, graph, dims, kv_cache, read_expanded_memory, expand_memory_outputs)
+
+
+def rewrite_form(
+    form: str, model: onnx.ModelProto, graph: str, dims: contract.ModelDims, kv_cache: str
+) -> int:
+    """One graph rewritten for the memory K/V `form`: "expanded" here, "int8" by export/quantize_memory_kv.py."""
+    return (rewrite if form == FORM else int8_rewrite)(model, graph, dims, kv_cache)
 
 
 def collapsed(outputs: list[np.ndarray], groups: int) -> list[np.ndarray]:

@@ -37,11 +37,9 @@ from rxt_edge.manifest import Manifest, ManifestError, load_manifest, verify_fil
 from rxt_edge.package_writer import PackageWriteError, PackageWriter
 
 from .constant_tables import fold_trig_tables
-from .memory_kv_heads import query_heads
-from .memory_kv_heads import rewrite as rewrite_expanded_kv
+from .memory_kv_heads import form_dims, rewrite_form
 from .quantize_io import graph_bytes, load_deferred, load_graph
 from .quantize_memory_kv import MemoryKVError, choose_memory_kv
-from .quantize_memory_kv import rewrite as rewrite_memory_kv
 from .quantize_moe import experts_record, quantize_experts
 from .quantize_nbits import BLOCK_SCHEMES, BlockConfig, block_config, block_widths, plan_passes
 
@@ -445,15 +443,11 @@ def quantize_package(
     except PackageWriteError as e:
         raise QuantizeError(str(e)) from None
 
-    dims = manifest.model
     fdt = "float16" if scheme == "fp16" else "float32"
-    memory_kv = _memory_kv_form(memory_kv, scheme, src / manifest.graphs[contract.DECODER].file, dims)
-    data = manifest.to_json()
-    if memory_kv == "expanded":  # the K/V take the query heads' count, which the manifest then records
-        decoder = onnx.load(str(src / manifest.graphs[contract.DECODER].file), load_external_data=False)
-        dims = replace(dims, cross_query_heads=query_heads(decoder, dims))
-        data["model"] = dims.to_json()
-    kv_rewrite = {"int8": rewrite_memory_kv, "expanded": rewrite_expanded_kv}.get(memory_kv)
+    decoder = src / manifest.graphs[contract.DECODER].file
+    memory_kv = _memory_kv_form(memory_kv, scheme, decoder, manifest.model)
+    dims = form_dims(memory_kv, decoder, manifest.model)  # (the expanded form records the query heads)
+    data = {**manifest.to_json(), "model": dims.to_json()}
     with writer:
         counts: dict[str, int] = {}
         experts: dict[str, dict | None] = {}  # routed experts -> QMoE (export/quantize_moe.py)
@@ -472,7 +466,7 @@ def quantize_package(
             _name_nodes(model)
             try:
                 if rewrites_kv:
-                    kv_rewrite(model, name, dims, manifest.graphs[name].kv_cache)
+                    rewrite_form(memory_kv, model, name, dims, manifest.graphs[name].kv_cache)
                 if name not in scope.graphs:
                     _save(model, dest)
                 elif scheme == "fp16":
