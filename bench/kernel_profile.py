@@ -35,28 +35,33 @@ def _kernels(prof) -> list[tuple[str, float, float]]:
 
 
 def profile_package(package: str, cuda_graph: bool, steps: int, warm: int) -> dict[str, Any]:
-    import numpy as np
     import torch
 
     from rxt_edge import RxTSession
+    from rxt_edge.sampling import SamplingConfig, sample_next
+
+    greedy = SamplingConfig(temperature=0.0)
+
+    def pick(logits) -> int:  # the runtime's own greedy pick (numpy's argmax on float16 costs ~0.2 ms)
+        return sample_next(logits, greedy)
 
     session = RxTSession.load(package, provider="cuda", cuda_graph=cuda_graph, verify_hashes=False)
     engine = session.engine
     memory = engine.new_memory()
     engine.install_stm(memory, session.conversation().stm())
     with engine.lease_slot(memory) as slot:
-        token = int(np.argmax(slot.prefill(PROMPT)))
+        token = pick(slot.prefill(PROMPT))
         for _ in range(warm):
-            token = int(np.argmax(slot.step(token)))
+            token = pick(slot.step(token))
         walls = []
         for _ in range(steps):
             t = time.perf_counter()
-            token = int(np.argmax(slot.step(token)))
+            token = pick(slot.step(token))
             walls.append((time.perf_counter() - t) * 1e3)
         acts = [torch.profiler.ProfilerActivity.CUDA]
         with torch.profiler.profile(activities=acts) as prof:
             for _ in range(steps):
-                token = int(np.argmax(slot.step(token)))
+                token = pick(slot.step(token))
             torch.cuda.synchronize()
     kernels = _kernels(prof)
     per_name: dict[str, list[float]] = defaultdict(list)

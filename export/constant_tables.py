@@ -13,6 +13,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .quantize_memory_kv import _drop_unused
+
 _FUNCS = {"Sin": np.sin, "Cos": np.cos}
 
 
@@ -35,7 +37,5 @@ def fold_trig_tables(model: onnx.ModelProto) -> int:
     if folded:
         del graph.node[:]
         graph.node.extend(keep)
-        used = {i for n in graph.node for i in n.input} | outputs
-        for name in sources - used:  # the angles, where nothing else reads them
-            graph.initializer.remove(inits[name])
+        _drop_unused(model, sources)  # the angles, where nothing else reads them
     return folded

@@ -493,3 +493,32 @@ def test_recall_hit_is_a_whole_word_match() -> None:
     assert contains_value("You live in Paris.", "paris")
     assert not contains_value("You live in Parisville.", "Paris")
     assert contains_value("It is New York, I think", "New York")
+
+
+def test_fp16_conversion_folds_rope_tables() -> None:
+    """Sin/Cos of a constant become initializers before the fp16 conversion (onnxruntime cannot fold float16
+    Sin/Cos at load: on CUDA they ran every step); an angle table something else still reads stays."""
+    from onnx import TensorProto, helper, numpy_helper
+    from rxt_edge.export.constant_tables import fold_trig_tables
+
+    angles = np.linspace(0, 50, 64, dtype=np.float32).reshape(16, 4)
+    nodes = [
+        helper.make_node("Cos", ["angles"], ["cos"]),
+        helper.make_node("Sin", ["angles"], ["sin"]),
+        helper.make_node("Sin", ["x"], ["sx"]),  # not a constant: stays
+        helper.make_node("Add", ["sx", "cos"], ["a"]),
+        helper.make_node("Add", ["a", "sin"], ["y"]),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [16, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [16, 4])
+    init = [numpy_helper.from_array(angles, "angles")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], init))
+    assert fold_trig_tables(model) == 2
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert set(inits) == {"cos", "sin"} and [n.op_type for n in model.graph.node] == ["Sin", "Add", "Add"]
+    np.testing.assert_allclose(inits["cos"], np.cos(angles.astype(np.float64)), rtol=0, atol=6e-8)
+    np.testing.assert_allclose(inits["sin"], np.sin(angles.astype(np.float64)), rtol=0, atol=6e-8)
+    shared = helper.make_model(
+        helper.make_graph([nodes[0], helper.make_node("Add", ["angles", "cos"], ["y"])], "g", [], [y], init)
+    )
+    assert fold_trig_tables(shared) == 1 and {t.name for t in shared.graph.initializer} == {"angles", "cos"}
