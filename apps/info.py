@@ -31,6 +31,7 @@ def package_info(directory: Path) -> dict[str, Any]:
         "files": sizes,
         "total_bytes": sum(n for n in sizes.values() if n is not None),
         "graphs": {name: g.precision for name, g in manifest.graphs.items()},
+        "greedy_pick_in_graph": manifest.graphs["decoder"].next_token,
         "quantization": manifest.quantization,
         "tokenizer": {"kind": manifest.tokenizer.kind, "file": manifest.tokenizer.file},
         "special_tokens": dict(manifest.special_tokens),
@@ -53,6 +54,11 @@ def info_lines(info: dict[str, Any]) -> list[str]:
         f"memory       {m['memory_layers']} layers x {m['stm_slots']} slots x {m['dim']} "
         f"(initial STM: {info['initial_stm']})",
         f"turn         {m['max_seq_len']} tokens: messages up to {m['max_query_tokens']} tokens",
+        *(
+            ["decoding     greedy picks in the decoder graph (one id to the host a step)"]
+            if info.get("greedy_pick_in_graph")
+            else []
+        ),
         f"tokenizer    {info['tokenizer']['kind']} ({info['tokenizer']['file']}), vocab {m['vocab_size']}",
     ]
     q = info["quantization"]

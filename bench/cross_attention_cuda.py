@@ -16,9 +16,10 @@ onnxruntime-gpu in one process.
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
 
 import numpy as np
+
+from .cupti import kernel_us
 
 SHAPES = {  # preset -> (Hq, Hkv, hd, S)
     "alpha-micro": (8, 4, 16, 256),
@@ -90,7 +91,6 @@ def _output_heads(variant: str, y: np.ndarray, hq: int, hkv: int, hd: int) -> np
 
 def run_variant(variant: str, shape: tuple[int, int, int, int], sdpa: int, runs: int) -> dict:
     import onnxruntime as ort
-    import torch
 
     hq, hkv, hd, s = shape
     rng = np.random.default_rng(0)
@@ -118,17 +118,8 @@ def run_variant(variant: str, shape: tuple[int, int, int, int], sdpa: int, runs:
     p = np.exp(sc - sc.max(-1, keepdims=True))
     ref = np.einsum("hs,hsd->hd", p / p.sum(-1, keepdims=True), vf)
     err = float(np.abs(_output_heads(variant, y, hq, hkv, hd) - ref).max())
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(runs):
-            sess.run_with_iobinding(binding)
-        torch.cuda.synchronize()
-    from torch.autograd import DeviceType
-
-    per: dict[str, float] = defaultdict(float)
-    for e in prof.events():
-        if e.device_type == DeviceType.CUDA:
-            per[e.name] += (e.time_range.end - e.time_range.start) / runs
-    return {"variant": variant, "sdpa": sdpa, "max_err": err, "us": sum(per.values()), "kernels": dict(per)}
+    per = kernel_us(lambda: sess.run_with_iobinding(binding), runs)
+    return {"variant": variant, "sdpa": sdpa, "max_err": err, "us": sum(per.values()), "kernels": per}
 
 
 def main(argv: list[str] | None = None) -> None:

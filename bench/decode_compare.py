@@ -5,8 +5,10 @@ Per preset and precision: our random-weight package (`prepare`: fp32 export, the
 with the library's default scheme of that precision, `RXT_SCHEMES`) and the genai peer (`peer`: a same-dims
 Llama from genai's builder, its defaults). The two engines are timed in alternation, each run in a fresh
 torch-free child process (`child`), the order flipped every round so drift on a shared machine hits both.
-Printed: one Markdown table of median decode ms/token (range over rounds) and prompt TTFT; `--json-out` keeps
-every round. `--reference` adds PyTorch eager rxlm (fp32) on the same provider (CUDA: torch on the GPU).
+Printed: one Markdown table of median decode ms/token (range over rounds), prompt TTFT and the bytes each engine
+reads per token (`bytes_per_token`: the decoder's weights as bench/active_weights.py counts them, plus, for RxT,
+the STM keys and values its memory cross-attention reads; the self-attention caches are the same size in both,
+same dims and positions, and are left out), with the time ratio per byte read; `--json-out` keeps every round. `--reference` adds PyTorch eager rxlm (fp32) on the same provider (CUDA: torch on the GPU).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 from . import peer
 from .child import run_child
-from .machine import load_average, machine_info
+from .machine import decoder_bytes_per_token, load_average, machine_info
 from .options import BenchError, BenchOptions, quantize_module
 from .report import write_json
 from .run import rxt_job
@@ -114,9 +116,21 @@ def _cells(args: argparse.Namespace, workdir: Path, notes: list[str]) -> tuple[l
                     "peer_graph": peer.read_stamp(built[genai])["graph"] if genai in built else None,
                     "jobs": jobs,
                     "rounds": [],
+                    "bytes_per_token": _bytes_per_token(package, built.get(genai)),
                 }
             )
     return cells, models
+
+
+def _bytes_per_token(package: Path | None, peer_dir: Path | None) -> dict[str, dict[str, int]]:
+    """Per engine: `weights` a decode step reads, `stm_kv` (RxT's memory K/V; 0 for the Llama) and `total`."""
+    out = {}
+    if package is not None:
+        ours = decoder_bytes_per_token(package)
+        out["rxt-edge"] = {"weights": ours["weights"], "stm_kv": ours["stm_kv"]}
+    if peer_dir is not None:
+        out["genai"] = {"weights": peer.weight_bytes_per_token(peer_dir)["weights"], "stm_kv": 0}
+    return {k: {**v, "total": v["weights"] + v["stm_kv"]} for k, v in out.items()}
 
 
 def _time_rounds(cells: list[dict[str, Any]], rounds: int, notes: list[str]) -> None:
@@ -182,6 +196,11 @@ def summarize(cells: list[dict[str, Any]]) -> None:
             }
         ours, theirs = (s.get(e, {}).get("decode_ms_per_token") for e in ("rxt-edge", "genai"))
         s["rxt_over_genai"] = ours / theirs if ours and theirs else None
+        b = cell.get("bytes_per_token", {})
+        both = "rxt-edge" in b and "genai" in b and b["genai"]["total"]
+        s["bytes_ratio"] = b["rxt-edge"]["total"] / b["genai"]["total"] if both else None
+        # time per byte read, ours over genai's: below 1, we read each byte faster than the peer does
+        s["per_byte_ratio"] = s["rxt_over_genai"] / s["bytes_ratio"] if s["rxt_over_genai"] and both else None
         cell["summary"] = s
 
 
@@ -196,7 +215,7 @@ def markdown_table(report: dict[str, Any]) -> str:
         f"{report['versions']['onnxruntime_genai']}, same-dims Llama from its builder.\n"
     )
     cols = ["preset", "precision", "rxt-edge", "onnxruntime-genai", "rxt-edge / genai", "TTFT rxt-edge (ms)",
-            "TTFT genai (ms)"] + (["PyTorch eager rxlm fp32 (x rxt-edge)"] if st["reference"] else [])  # fmt: skip
+            "TTFT genai (ms)", "MB read / token, rxt-edge (STM K/V) / genai", "ratio per byte"] + (["PyTorch eager rxlm fp32 (x rxt-edge)"] if st["reference"] else [])  # fmt: skip
     out = [head, "| " + " | ".join(cols) + " |", "|---|---|" + "---:|" * (len(cols) - 2)]
     for cell in report["cells"]:
         s = cell["summary"]
@@ -210,6 +229,8 @@ def markdown_table(report: dict[str, Any]) -> str:
             "-" if ratio is None else f"{ratio:.2f}",
             _span(rx.get("prompt_ms_rounds", []), ".1f"),
             _span(ge.get("prompt_ms_rounds", []), ".1f"),
+            _bytes_cell(cell.get("bytes_per_token", {})),
+            "-" if s.get("per_byte_ratio") is None else f"{s['per_byte_ratio']:.2f}",
         ]  # fmt: skip
         if st["reference"]:  # the same fp32 eager figure on every row, with how many times slower it is
             r, ours = ref.get(cell["config"]), rx.get("decode_ms_per_token_rounds", [])
@@ -218,6 +239,12 @@ def markdown_table(report: dict[str, Any]) -> str:
         out.append("| " + " | ".join(row) + " |")
     out += [f"\nNote: {n}" for n in report["notes"]]
     return "\n".join(out) + "\n"
+
+
+def _bytes_cell(b: dict[str, dict[str, int]]) -> str:
+    mb = lambda n: f"{n / 1e6:.2f}"  # noqa: E731
+    ours = f"{mb(b['rxt-edge']['total'])} ({mb(b['rxt-edge']['stm_kv'])})" if "rxt-edge" in b else "-"
+    return f"{ours} / {mb(b['genai']['total'])}" if "genai" in b else ours
 
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:

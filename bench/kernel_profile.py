@@ -50,18 +50,22 @@ def profile_package(package: str, cuda_graph: bool, steps: int, warm: int) -> di
     memory = engine.new_memory()
     engine.install_stm(memory, session.conversation().stm())
     with engine.lease_slot(memory) as slot:
+
+        def advance(token: int) -> int:  # as a greedy turn does: the graph's own pick where it has one
+            return slot.step_greedy(token) if slot.picks_greedy else pick(slot.step(token))
+
         token = pick(slot.prefill(PROMPT))
         for _ in range(warm):
-            token = pick(slot.step(token))
+            token = advance(token)
         walls = []
         for _ in range(steps):
             t = time.perf_counter()
-            token = pick(slot.step(token))
+            token = advance(token)
             walls.append((time.perf_counter() - t) * 1e3)
         acts = [torch.profiler.ProfilerActivity.CUDA]
         with torch.profiler.profile(activities=acts) as prof:
             for _ in range(steps):
-                token = pick(slot.step(token))
+                token = advance(token)
             torch.cuda.synchronize()
     kernels = _kernels(prof)
     per_name: dict[str, list[float]] = defaultdict(list)
@@ -81,6 +85,7 @@ def profile_package(package: str, cuda_graph: bool, steps: int, warm: int) -> di
         "package": package,
         "cuda_graph": cuda_graph,
         "wall_ms_median": statistics.median(walls),
+        "greedy_pick_in_graph": slot.picks_greedy,
         "kernels_per_step": len(kernels) / steps,
         "busy_us_per_step": busy,
         "span_us_per_step": span,

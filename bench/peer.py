@@ -282,6 +282,15 @@ def read_stamp(path: Path) -> dict[str, Any]:
     return json.loads((Path(path) / STAMP).read_text())
 
 
+def weight_bytes_per_token(path: Path) -> dict[str, int]:
+    """Weight bytes one decode step of a built peer reads (bench/active_weights.py's rules: the embedding's
+    row, everything else whole), from its genai_config.json's decoder file, without its external data."""
+    from .active_weights import decoder_file_weight_bytes
+
+    config = json.loads((Path(path) / "genai_config.json").read_text())["model"]
+    return decoder_file_weight_bytes(Path(path) / config["decoder"]["filename"])
+
+
 def graph_summary(model_path: Path) -> dict[str, Any]:
     """Op types of a built decoder and its MatMulNBits settings (what genai's builder chose by default)."""
     import onnx

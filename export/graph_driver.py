@@ -55,6 +55,10 @@ class GraphDriver:
                 str(package.graph_path(name)), opts, providers=plist, provider_options=popts
             )
         self._memory_names = [o.name for o in self.sessions[contract.MEMORY_KV].get_outputs()]
+        # logits and the caches (a GPU package's decoder also outputs its greedy pick: not needed here)
+        self._decoder_outputs = [
+            o.name for o in self.sessions[contract.DECODER].get_outputs() if o.name != contract.NEXT_TOKEN
+        ]
 
     @classmethod
     def load(cls, directory: str | Path, threads: int | None = None, provider: str = "cpu") -> GraphDriver:
@@ -96,7 +100,7 @@ class GraphDriver:
             feeds[contract.past_key(i)] = past.arrays[2 * i]
             feeds[contract.past_value(i)] = past.arrays[2 * i + 1]
         feeds.update(zip(self._memory_names, mem, strict=True))
-        out = self.sessions[contract.DECODER].run(None, feeds)
+        out = self.sessions[contract.DECODER].run(self._decoder_outputs, feeds)
         if self.kv_cache == "static":  # the present caches, this run's rows written
             return out[0][0].astype(np.float32), PastKV(length, out[1:])
         grown = [np.concatenate([p, n], axis=0) for p, n in zip(past.arrays, out[1:], strict=True)]

@@ -34,6 +34,7 @@ from .graph_fusions import (
     pack_attention_qkv,
 )
 from .graphs import example_inputs, model_dims, wrapper
+from .greedy_pick import add_next_token_file, writes_next_token
 from .memory_fusions import TURN_GRAPHS, fuse_turn_graph
 from .model import RxTModel
 from .moe import contrib_export
@@ -223,6 +224,8 @@ def export_package(
             try:
                 with torch.no_grad():
                     export_graph(model, name, path, precision, opset, fuse, _cache_of(name, kv_cache))
+                if writes_next_token(name, NP_DTYPES[precision]):
+                    add_next_token_file(path)
                 if not release_weights:
                     check_graph(path)
             except Exception as e:  # noqa: BLE001 - any exporter failure is reported with the graph name
@@ -240,8 +243,9 @@ def export_package(
                 except Exception as e:  # noqa: BLE001 - reported with the graph name, nothing committed
                     raise ExportError(f"checking the {name} graph failed: {type(e).__name__}: {e}") from e
         for name in contract.GRAPH_NAMES:
+            fdt = NP_DTYPES[precision]
             graphs[name] = writer.graph_entry(
-                name, dims, precision, NP_DTYPES[precision], _cache_of(name, kv_cache)
+                name, dims, precision, fdt, _cache_of(name, kv_cache), next_token=writes_next_token(name, fdt)
             )
         tok_name = "tokenizer.json" if tok_kind == "tokenizers" else "tokenizer.model"
         writer.copy_in(tok_file, tok_name)

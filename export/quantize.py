@@ -37,6 +37,7 @@ from rxt_edge.manifest import Manifest, ManifestError, load_manifest, verify_fil
 from rxt_edge.package_writer import PackageWriteError, PackageWriter
 
 from .constant_tables import fold_trig_tables
+from .greedy_pick import add_next_token, writes_next_token
 from .memory_kv_heads import form_dims, rewrite_form
 from .quantize_io import graph_bytes, load_deferred, load_graph
 from .quantize_memory_kv import MemoryKVError, choose_memory_kv
@@ -341,14 +342,17 @@ def quantize_graph_block(
     return _count(model, ("MatMulNBits", "GatherBlockQuantized"))
 
 
-def convert_graph_fp16(model: onnx.ModelProto, out: Path) -> int:
-    """Everything float16, I/O included; returns the number of float initializers converted."""
+def convert_graph_fp16(model: onnx.ModelProto, out: Path, graph: str = "") -> int:
+    """Everything float16, I/O included (a decoder gains the greedy pick: export/greedy_pick.py); returns the
+    number of float initializers converted."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     n = sum(1 for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
     fold_trig_tables(model)  # float16 Sin/Cos would run every step: no CPU kernel folds them at load
     with _quiet():
         half = convert_float_to_float16(model, keep_io_types=False, disable_shape_infer=True)
+    if writes_next_token(graph, "float16"):
+        add_next_token(half)
     _save(half, out)
     return n
 
@@ -470,7 +474,7 @@ def quantize_package(
                 if name not in scope.graphs:
                     _save(model, dest)
                 elif scheme == "fp16":
-                    counts[name] = convert_graph_fp16(model, dest)
+                    counts[name] = convert_graph_fp16(model, dest, name)
                 else:
                     experts[name] = quantize_experts(model, scheme, gpath.parent)
                     load_deferred(model, gpath.parent)  # experts kept fp32, if any
@@ -494,13 +498,9 @@ def quantize_package(
                 ) from e
             # a graph rewritten for the K/V form only keeps its fp32 weights
             precision = scheme if name in scope.graphs else "fp32"
+            form, pick = memory_kv if rewrites_kv else "float", writes_next_token(name, fdt)
             data["graphs"][name] = writer.graph_entry(
-                name,
-                dims,
-                precision,
-                fdt,
-                manifest.graphs[name].kv_cache,
-                memory_kv if rewrites_kv else "float",
+                name, dims, precision, fdt, manifest.graphs[name].kv_cache, form, next_token=pick
             )
 
         stm_name = Path(manifest.initial_stm.file).name

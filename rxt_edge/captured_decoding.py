@@ -5,9 +5,10 @@ capture the step once as a CUDA graph (`enable_cuda_graph`) and replay it with o
 of that graph sees the same shapes and the same device addresses. With the static cache (decoding.StaticKVCache)
 the shapes are fixed; this slot fixes the addresses:
 
-- the token id and `seqlens_k` live in device buffers owned by the slot, written before each replay (a host
-  array bound instead would be copied at capture time only and never refreshed on replay);
-- the logits land in a device buffer copied to the host after each run (one copy, a new array);
+- the token id and `seqlens_k` live in one device buffer owned by the slot, written (one copy) before each
+  replay (a host array bound instead would be copied at capture time only and never refreshed on replay);
+- the logits land in a device buffer copied to the host after each run (one copy, a new array); where the
+  decoder outputs its greedy pick, a greedy step copies only that id (`step_greedy`);
 - the memory cross-attention K/V are the slot's own: at the start of a turn the memory_kv graph projects the
   conversation's current STM into them (one run per turn), so a graph captured in one conversation stays
   valid for the next one.
@@ -19,8 +20,8 @@ also executed once, so no state advances twice (and a repeated step would rewrit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -31,6 +32,8 @@ from .decoding import DecodeSlot
 
 if TYPE_CHECKING:
     from .engine import DeviceBuffers, GraphSet, MemoryState
+
+T = TypeVar("T")
 
 
 def _run_options(graph_id: int) -> ort.RunOptions:
@@ -52,14 +55,17 @@ class CapturedDecodeSlot(DecodeSlot):
     ):
         super().__init__(graphs, buffers, dims, "static")
         self._memory = memory  # this slot's STM K/V (set 0): fixed addresses for the captured graph
-        self._step_ids = np.zeros((1, 1), dtype=np.int64)
-        self._ids_dev = ort.OrtValue.ortvalue_from_numpy(self._step_ids, buffers.device, buffers.device_id)
-        self._seqlens_dev = ort.OrtValue.ortvalue_from_numpy(
-            self.cache.seqlens, buffers.device, buffers.device_id
-        )
+        # a step's token id and seqlens_k share one device buffer: one host-to-device copy a step, not two
+        # (int64 [2]: the id, then seqlens_k as the int32 in bytes 8-11)
+        self._step_in = np.zeros(2, dtype=np.int64)
+        self._device = (buffers.device, buffers.device_id)
+        self._step_in_dev = ort.OrtValue.ortvalue_from_numpy(self._step_in, *self._device)
         self._logits_dev = buffers.empty(self._logits.shape)
         self._binding.bind_ortvalue_output("logits", self._logits_dev)
-        self._replay, self._uncaptured = _run_options(graph_id), _run_options(-1)
+        if self.picks_greedy:  # the pick stays on the device too: a greedy step copies 8 bytes, not the row
+            self._pick_dev = ort.OrtValue.ortvalue_from_numpy(self._pick, *self._device)
+            self._binding.bind_ortvalue_output(contract.NEXT_TOKEN, self._pick_dev)
+        self._replay_options, self._uncaptured = _run_options(graph_id), _run_options(-1)
 
     def start(self, memory: MemoryState) -> None:
         kv = self._graphs.binding(contract.MEMORY_KV)
@@ -79,22 +85,33 @@ class CapturedDecodeSlot(DecodeSlot):
         with self._graphs.lock(contract.DECODER):
             self._graphs.run(contract.DECODER, self._binding, self._uncaptured)
             logits = self._fetch_logits()
-        # from here on the step's inputs are the slot's device buffers, bound once
-        self._binding.bind_ortvalue_input("input_ids", self._ids_dev)
-        self._binding.bind_ortvalue_input(contract.SEQLENS, self._seqlens_dev)
+        # from here on the step's inputs are the slot's device buffer, bound once
+        (dev, dev_id), ptr = self._device, self._step_in_dev.data_ptr()
+        self._binding.bind_input("input_ids", dev, dev_id, np.int64, [1, 1], ptr)
+        self._binding.bind_input(contract.SEQLENS, dev, dev_id, np.int32, [1], ptr + 8)
         self.position = n
         return logits
 
     def step(self, token: int) -> np.ndarray:
+        return self._replay(token, self._fetch_logits)
+
+    def step_greedy(self, token: int) -> int:
+        return self._replay(token, lambda: int(self._pick_dev.numpy()[0]))
+
+    def logits(self) -> np.ndarray:
+        with self._graphs.lock(contract.DECODER):  # a copy during another slot's capture would break it
+            return self._fetch_logits()
+
+    def _replay(self, token: int, fetch: Callable[[], T]) -> T:
         self.cache.advance(self.position, 1)  # bounds check, seqlens = position (copied to the device below)
-        self._step_ids[0, 0] = token
-        with self._graphs.lock(contract.DECODER):  # no other GPU work between the copies and the replay
-            self._ids_dev.update_inplace(self._step_ids)
-            self._seqlens_dev.update_inplace(self.cache.seqlens)
-            self._graphs.run(contract.DECODER, self._binding, self._replay)
-            logits = self._fetch_logits()
+        self._step_in[0] = token
+        self._step_in.view(np.int32)[2] = self.cache.seqlens[0]
+        with self._graphs.lock(contract.DECODER):  # no other GPU work between the copy and the replay
+            self._step_in_dev.update_inplace(self._step_in)
+            self._graphs.run(contract.DECODER, self._binding, self._replay_options)
+            out = fetch()
         self.position += 1
-        return logits
+        return out
 
     def _fetch_logits(self) -> np.ndarray:
         # the device-to-host copy is a new array already: no second copy into a host buffer

@@ -21,6 +21,9 @@ GRAPH_NAMES = (DECODER, ENCODER, MEMORY_UPDATE, MEMORY_KV)
 # (GroupQueryAttention: fixed shapes and addresses, what fused kernels and CUDA-graph capture need).
 KV_CACHES = ("dynamic", "static")
 SEQLENS = "seqlens_k"  # static decoder: int32 [batch], tokens in the cache after this run minus one
+# Optional last decoder output (GPU packages): int64 [batch], the argmax of `logits` (first of equal maxima), so a
+# greedy step copies one id to the host instead of a row of logits (docs/graph-contract.md "The greedy pick").
+NEXT_TOKEN = "next_token"
 # How the memory graphs hand the decoder each memory layer's cross-attention keys and values
 # (docs/graph-contract.md): "float" in the graphs' float dtype, [B, Hkv, S, hd]; "int8" (CPU-quantized packages):
 # keys transposed to [B, Hkv, hd, S] with one float32 scale per slot, values [B, Hkv, S, hd] with one per channel
@@ -161,6 +164,7 @@ def graph_io(
     float_dtype: str = "float32",
     kv_cache: str = "dynamic",
     memory_kv: str = "float",
+    next_token: bool = False,
 ) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """(inputs, outputs) of one graph.
 
@@ -173,8 +177,12 @@ def graph_io(
     head_dim]` buffer (bind one memory to both); `seqlens_k` (int32 [batch]) says how many tokens the cache
     holds after this run, minus one; positions are `seqlens_k + 1 - seq + arange(seq)`.
     Only the last position's logits leave the graph. `memory_kv`: the memory K/V form (`MEMORY_KVS`) of the
-    decoder, memory-update and memory-K/V graphs.
+    decoder, memory-update and memory-K/V graphs. `next_token`: the decoder also outputs the greedy pick
+    (`NEXT_TOKEN`, last).
     """
+    if next_token and graph != DECODER:
+        raise ValueError(f"next_token is a decoder output, not one of {graph!r}")
+    pick = [TensorSpec(NEXT_TOKEN, "int64", ("batch",))] if next_token else []
     if kv_cache not in KV_CACHES:
         raise ValueError(f"unknown kv_cache {kv_cache!r}; expected one of {KV_CACHES}")
     if graph == ENCODER and memory_kv != "float":
@@ -192,7 +200,7 @@ def graph_io(
         for i in range(d.decoder_layers):
             ins += [TensorSpec(past_key(i), f, cache), TensorSpec(past_value(i), f, cache)]
             outs += [TensorSpec(present_key(i), f, cache), TensorSpec(present_value(i), f, cache)]
-        return ins + mkv, outs
+        return ins + mkv, outs + pick
     if graph == DECODER:
         kv_past = ("past_seq", "batch", d.self_kv_heads, d.head_dim)
         kv_new = ("seq", "batch", d.self_kv_heads, d.head_dim)
@@ -202,7 +210,7 @@ def graph_io(
             ins += [TensorSpec(past_key(i), f, kv_past), TensorSpec(past_value(i), f, kv_past)]
             outs += [TensorSpec(new_key(i), f, kv_new), TensorSpec(new_value(i), f, kv_new)]
         ins += mkv
-        return ins, outs
+        return ins, outs + pick
     if kv_cache != "dynamic":
         raise ValueError(f"kv_cache applies to the decoder only, not {graph!r}")
     if graph == ENCODER:

@@ -240,19 +240,20 @@ class Conversation:
         budget = contract.answer_budget(cfg.max_new_tokens, len(prompt), limit)
         sampling, rng, eos = cfg.sampling, np.random.default_rng(cfg.seed), sp["eos"]
         answer: list[int] = []
-        ended = False  # the model chose [EOS] (else the answer was cut at the budget)
         stats.prompt_tokens = len(prompt)
         self.last_stats = stats
+
+        def host_pick(logits: np.ndarray) -> int:
+            if cfg.ignore_eos:
+                logits[eos] = -np.inf
+            logits[vocab:] = -np.inf  # ids past the tokenizer (a padded model vocabulary) have no text
+            return sample_next(logits, sampling, rng, answer)
+
         with self.engine.lease_slot(self._state) as slot:
-            logits = slot.prefill(prompt)
-            while True:
-                if cfg.ignore_eos:
-                    logits[eos] = -np.inf
-                logits[vocab:] = -np.inf  # ids past the tokenizer (a padded model vocabulary) have no text
-                token = sample_next(logits, sampling, rng, answer)
-                if token == eos:
-                    ended = True
-                    break
+            # greedy with the pick in the graph: a step returns one id, not a row of logits (GPU packages)
+            on_device = slot.picks_greedy and sampling.greedy and sampling.repetition_penalty == 1.0
+            token = host_pick(slot.prefill(prompt))
+            while token != eos:  # (the model chose [EOS]: the answer ended; else it is cut at the budget)
                 answer.append(token)
                 if len(answer) == 1:
                     stats.time_to_first_token_s = time.perf_counter() - started
@@ -261,7 +262,15 @@ class Conversation:
                 yield token
                 if len(answer) >= budget:
                     break
-                logits = slot.step(token)
+                if not on_device:
+                    token = host_pick(slot.step(token))
+                    continue
+                token = slot.step_greedy(token)
+                if token >= vocab or (cfg.ignore_eos and token == eos):  # masked on the host: it picks again
+                    token = host_pick(slot.logits())
+            if on_device:  # the graph's ArgMax passes NaN by: the turn's last logits are checked once
+                sample_next(slot.logits(), sampling)
+        ended = token == eos
         stats.total_s = time.perf_counter() - started
         self._commit(contract.turn_interaction(sp, prompt, answer, ended), stats)
 

@@ -98,7 +98,8 @@ class DecodeSlot:
     """One turn's token loop: `start(memory)`, `prefill(prompt)`, then `step(token)` until the answer ends.
 
     `prefill` and `step` return the last position's logits as a writable `[vocab]` row that the next run
-    overwrites (copy it to keep it)."""
+    overwrites (copy it to keep it); `step_greedy` returns the graph's own greedy pick instead, where the
+    decoder has one (`picks_greedy`)."""
 
     def __init__(self, graphs: GraphSet, buffers: DeviceBuffers, dims: ModelDims, kv_cache: str = "dynamic"):
         self._graphs = graphs
@@ -113,6 +114,11 @@ class DecodeSlot:
         )
         if isinstance(self.cache, StaticKVCache):
             self.cache.bind_outputs(self._binding)
+        # the decoder also outputs its greedy pick (contract.NEXT_TOKEN; GPU packages): `step_greedy`
+        self.picks_greedy = graphs.has_output(contract.DECODER, contract.NEXT_TOKEN)
+        if self.picks_greedy:
+            self._pick = np.zeros(1, dtype=np.int64)
+            self._binding.bind_output(contract.NEXT_TOKEN, "cpu", 0, np.int64, [1], self._pick.ctypes.data)
         self.position = 0  # tokens already in the cache this turn
 
     def start(self, memory: MemoryState) -> None:
@@ -131,6 +137,15 @@ class DecodeSlot:
     def step(self, token: int) -> np.ndarray:
         """Feed one token at the next position."""
         return self._run((token,))
+
+    def step_greedy(self, token: int) -> int:
+        """`step`, returning the graph's greedy pick (the argmax of the logits; needs `picks_greedy`)."""
+        self._run((token,))
+        return int(self._pick[0])
+
+    def logits(self) -> np.ndarray:
+        """The last run's logits row (after `step_greedy`, which does not return them)."""
+        return self._logits[0]
 
     def _run(self, tokens: Sequence[int]) -> np.ndarray:
         n, past = len(tokens), self.position

@@ -109,6 +109,9 @@ class GraphSet:
                 n: threading.RLock() if provider == "dml" else nullcontext() for n in self.sessions
             }
 
+    def has_output(self, graph: str, name: str) -> bool:
+        return any(o.name == name for o in self.sessions[graph].get_outputs())
+
     @staticmethod
     def _check_io(name: str, sess: ort.InferenceSession, package: ModelPackage) -> None:
         """Names, dtypes and every fixed dimension as the manifest declares them: a graph that disagrees

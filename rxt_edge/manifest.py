@@ -18,7 +18,8 @@ decoder's `kv_cache` layout (absent: "dynamic", as every earlier package) and th
 input uses; also the optional top-level `system_prompt` (false: the model was not trained with system prompts and
 the runtime refuses one; absent: true); version 4 the `memory_kv` form of the graphs that carry the memory
 cross-attention K/V (absent: "float"; "int8" with its scales, `contract.MEMORY_KVS`) and the `int8` tensor dtype;
-version 5 the "expanded" form (K/V repeated per query head, GPU packages) and `model.cross_query_heads` it needs.
+version 5 the "expanded" form (K/V repeated per query head, GPU packages) and `model.cross_query_heads` it needs;
+version 6 the decoder's optional `next_token` output (the greedy pick computed in the graph, GPU packages).
 
 Every error is a `ManifestError` whose message starts with the field path, e.g.
 `graphs.decoder.inputs[3].shape: expected [...], got [...]`.
@@ -41,14 +42,17 @@ from ._atomic import atomic_write_bytes
 from .contract import ModelDims, TensorSpec, graph_io
 
 FORMAT = "rxt-edge-package"
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 
 
 def format_version_needed(manifest: dict[str, Any]) -> int:
     """The lowest `format_version` that can describe `manifest` (JSON form): what writers stamp, so that a package
     using nothing newer stays readable by the runtimes already installed (version 3 covers all but `memory_kv`,
-    version 4 all but the "expanded" form and `model.cross_query_heads`)."""
-    forms = {g.get("memory_kv", "float") for g in manifest.get("graphs", {}).values()}
+    version 4 all but the "expanded" form and `model.cross_query_heads`, version 5 all but `next_token`)."""
+    graphs = manifest.get("graphs", {}).values()
+    if any(g.get("next_token") for g in graphs):
+        return 6
+    forms = {g.get("memory_kv", "float") for g in graphs}
     if "expanded" in forms or manifest.get("model", {}).get("cross_query_heads"):
         return 5
     return 4 if forms - {"float"} else 3
@@ -108,6 +112,7 @@ class GraphEntry:
     size: int | None = None
     kv_cache: str = "dynamic"  # decoder only: contract.KV_CACHES
     memory_kv: str = "float"  # decoder, memory_update, memory_kv: contract.MEMORY_KVS
+    next_token: bool = False  # decoder only: it also outputs the greedy pick (contract.NEXT_TOKEN)
 
     @property
     def ref(self) -> FileRef:
@@ -126,6 +131,8 @@ class GraphEntry:
             d["kv_cache"] = self.kv_cache
         if self.memory_kv != "float":
             d["memory_kv"] = self.memory_kv
+        if self.next_token:
+            d["next_token"] = True
         return d
 
 
@@ -404,7 +411,10 @@ def _graph(d: dict, path: str, name: str, dims: ModelDims) -> GraphEntry:
         size=None if size is None else int(size),
         kv_cache=d.get("kv_cache", "dynamic"),
         memory_kv=d.get("memory_kv", "float"),
+        next_token=d.get("next_token", False),
     )
+    if entry.next_token and name != "decoder":
+        raise _err(_at(path, "next_token"), "only the decoder outputs the greedy pick")
     if entry.kv_cache != "dynamic" and name != "decoder":
         raise _err(_at(path, "kv_cache"), "only the decoder has a self-attention cache")
     if entry.memory_kv != "float" and name == "encoder":
@@ -418,7 +428,7 @@ def _graph(d: dict, path: str, name: str, dims: ModelDims) -> GraphEntry:
     # The I/O float dtype is what the graph declares (fp16 graphs take fp16 I/O; int8 ones usually fp32).
     floats = [t.dtype for t in entry.inputs + entry.outputs if t.dtype.startswith("float")]
     expected_in, expected_out = graph_io(
-        dims, name, floats[0] if floats else "float32", entry.kv_cache, entry.memory_kv
+        dims, name, floats[0] if floats else "float32", entry.kv_cache, entry.memory_kv, entry.next_token
     )
     _compare_io(entry.inputs, expected_in, _at(path, "inputs"))
     _compare_io(entry.outputs, expected_out, _at(path, "outputs"))

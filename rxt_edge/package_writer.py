@@ -203,13 +203,14 @@ class PackageWriter:
         float_dtype: str,
         kv_cache: str = "dynamic",
         memory_kv: str = "float",
+        next_token: bool = False,
     ) -> dict[str, Any]:
         """The manifest entry of the staged graph `<name>.onnx`: file, hashes (external data files included,
         found by their `<name>.onnx` prefix) and the contract's I/O for `dims` in `float_dtype` (the decoder's
-        for its `kv_cache` layout; the memory K/V in their `memory_kv` form)."""
+        for its `kv_cache` layout and its `next_token` output; the memory K/V in their `memory_kv` form)."""
         file = f"{name}.onnx"
         extra = sorted(p.name for p in self.staging.iterdir() if p.name.startswith(file) and p.name != file)
-        ins, outs = contract.graph_io(dims, name, float_dtype, kv_cache, memory_kv)
+        ins, outs = contract.graph_io(dims, name, float_dtype, kv_cache, memory_kv, next_token)
         entry = self.file_entry(file)
         if extra:
             entry["external_data"] = [self.file_entry(f) for f in extra]
@@ -220,6 +221,8 @@ class PackageWriter:
             entry["kv_cache"] = kv_cache
         if memory_kv != "float":
             entry["memory_kv"] = memory_kv
+        if next_token:
+            entry["next_token"] = True
         return entry
 
     # ------------------------------------------------------------ finish

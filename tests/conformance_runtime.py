@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-FORMAT, MAX_FORMAT_VERSION = "rxt-edge-package", 5
+FORMAT, MAX_FORMAT_VERSION = "rxt-edge-package", 6
 GRAPHS = ("decoder", "encoder", "memory_update", "memory_kv")
 
 

@@ -16,6 +16,8 @@ from rxt_edge.bench.run import run_bench
 from rxt_edge.bench.stats import curve_summary
 from typer.testing import CliRunner
 
+from rxt_edge.manifest import load_manifest
+
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow  # one tiny export + bench (about a minute), shared by the module
 
@@ -476,3 +478,18 @@ def test_decode_compare_table_on_tiny(bench_run, tmp_path, capsys):
         ratio = s["rxt-edge"]["decode_ms_per_token"] / s["genai"]["decode_ms_per_token"]
         assert s["rxt_over_genai"] == pytest.approx(ratio)
         assert f"{ratio:.2f}" in table
+        # bytes per token: the STM K/V from the package's dims (float32 K and V per memory layer), the Llama none
+        b = cell["bytes_per_token"]
+        d = load_manifest(cell["rxt_package"]).model
+        stm_kv = d.memory_layers * 2 * d.cross_kv_heads * d.stm_slots * d.head_dim * 4
+        assert b["rxt-edge"]["stm_kv"] == stm_kv and b["genai"]["stm_kv"] == 0
+        assert b["rxt-edge"]["total"] == b["rxt-edge"]["weights"] + stm_kv
+        assert s["bytes_ratio"] == pytest.approx(b["rxt-edge"]["total"] / b["genai"]["total"])
+        assert s["per_byte_ratio"] == pytest.approx(ratio / s["bytes_ratio"])
+        assert f"{b['genai']['total'] / 1e6:.2f}" in table
+    weights = {c["precision"]: c["bytes_per_token"] for c in report["cells"]}
+    for engine in (
+        "rxt-edge",
+        "genai",
+    ):  # int4 reads well under a third of fp32's weight bytes, in both engines
+        assert weights["int4"][engine]["weights"] < weights["fp32"][engine]["weights"] / 3
