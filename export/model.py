@@ -32,7 +32,7 @@ from .layers import (
 from .memory import MemoryAttention
 from .memory_attention import memory_attention
 from .memory_attention import supports as memory_attention_fuses
-from .rotary import rotate_queries
+from .rotary import rotate_queries, step_positions
 
 
 class Block(nn.Module):
@@ -86,7 +86,7 @@ class Block(nn.Module):
 
     def forward_static(self, x, cos, sin, seqlens_k, cache_k, cache_v, rotary, mem_k=None, mem_v=None):
         """Static-cache decoding (export/cached_attention.py): x [B, T, D]; cache_k/v [B, Hkv, T_max, hd] come
-        back with this run's rows written; `rotary` = (start position [1], cos table, sin table [T_max, hd/2]):
+        back with this run's rows written; `rotary` = (positions [B, T], cos table, sin table [T_max, hd/2]):
         the self-attention's and the fused cross-attention's RoPE; cos/sin [T, 1, hd] rotate the unfused one."""
         h = self.norm_self(x)
         attn, cfg = self.self_attn, self.self_attn.cfg
@@ -98,7 +98,7 @@ class Block(nn.Module):
         return self._memory_and_ffn(x, cos, sin, mem_k, mem_v, rotary), cache_k, cache_v
 
     def _memory_and_ffn(self, x, cos, sin, mem_k, mem_v, rotary: tuple | None = None):
-        """rotary (static decoder only): (start position [1], cos table, sin table): the cross-attention's
+        """rotary (static decoder only): (positions [B, T], cos table, sin table): the cross-attention's
         queries rotated by one op (export/rotary.py) and attended by one op (export/memory_attention.py)."""
         if self.cross_attn is not None:
             h = self.norm_cross(x)
@@ -170,14 +170,12 @@ class Decoder(nn.Module):
         """The static-cache variant: input_ids [B, T]; seqlens_k [B] int32 = cached tokens after this run - 1
         (every row at the same position: the cross-attention queries take row 0's); cache_k/v per layer
         [B, Hkv, T_max, hd]. Returns the last position's logits [B, V] and the caches with this run's rows."""
-        # positions seqlens_k + 1 - T .. seqlens_k from the ids' values, not their shape: a shape read is a host
-        # value, and copying it to the device would bar the step from CUDA-graph capture
-        steps = torch.ones_like(input_ids[:1]).cumsum(dim=1)  # [1, T]: 1 .. T
-        positions = (seqlens_k[:1, None].long() + steps - steps[:, -1:])[0]  # [T]
+        # positions seqlens_k + 1 - T .. seqlens_k, formed on the device (export/rotary.py `step_positions`)
+        positions = step_positions(input_ids, seqlens_k)  # [B, T]
         x = self.embed(input_ids)
-        cos, sin = rope_angles(positions, self.rope_dim, self.cfg.rope_base, x.dtype)
+        cos, sin = rope_angles(positions[0], self.rope_dim, self.cfg.rope_base, x.dtype)  # (the unfused RoPE)
         tables = rope_tables(self.cfg.max_seq_len, self.rope_dim, self.cfg.rope_base, x.dtype, x.device)
-        rotary = (positions[:1], *tables)
+        rotary = (positions, *tables)
         out_k, out_v = [], []
         m = self.first_memory_block
         for i, blk in enumerate(self.blocks):
