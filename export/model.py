@@ -168,7 +168,7 @@ class Decoder(nn.Module):
 
     def forward_static(self, input_ids, seqlens_k, cache_k: list, cache_v: list, mem_k: list, mem_v: list):
         """The static-cache variant: input_ids [B, T]; seqlens_k [B] int32 = cached tokens after this run - 1
-        (every row at the same position: the cross-attention queries take row 0's); cache_k/v per layer
+        (the fused RoPE rotates each row at its own positions, the unfused one at row 0's); cache_k/v per layer
         [B, Hkv, T_max, hd]. Returns the last position's logits [B, V] and the caches with this run's rows."""
         # positions seqlens_k + 1 - T .. seqlens_k, formed on the device (export/rotary.py `step_positions`)
         positions = step_positions(input_ids, seqlens_k)  # [B, T]

@@ -4,7 +4,7 @@ The static decoder's self-attention rotates inside `GroupQueryAttention` from co
 `[T_max, hd/2]`. The cross-attention queries need the same angles (RoPE on queries only, never on STM keys).
 Written as `x * cos + (x @ R) * sin` with this step's cos/sin computed in the graph, that is a dozen shared nodes
 (angles, repeat, sin, cos, slices) plus four per layer; onnxruntime's contrib `RotaryEmbedding` reads the same
-tables at a start position in one kernel (CPU and CUDA, float32 and float16).
+tables at given positions in one kernel (CPU and CUDA, float32 and float16).
 
 - eager (torch), and what parity tests call: `rotate_queries_reference`;
 - under `torch.export` the custom op `rxt_edge::rotate_queries`, lowered by `translation_table()` to
@@ -31,9 +31,8 @@ from .cached_attention import rotate_interleaved
 def step_positions_reference(input_ids: torch.Tensor, seqlens_k: torch.Tensor) -> torch.Tensor:
     """input_ids [B, T], seqlens_k [B] (int32: cached tokens after this run - 1) -> positions [B, T] int64."""
     t = input_ids.shape[1]
-    back = torch.arange(
-        t - 1, -1, -1, device=input_ids.device
-    )  # T-1-t: what a reverse exclusive CumSum gives
+    # T-1-t: what a reverse exclusive CumSum of ones gives
+    back = torch.arange(t - 1, -1, -1, device=input_ids.device)
     return seqlens_k.long()[:, None] - back[None]
 
 

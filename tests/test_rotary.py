@@ -29,8 +29,6 @@ class _Positions(torch.nn.Module):
 
 
 def _export(module: torch.nn.Module, args: tuple, shapes: tuple, names: list[str], path: Path) -> list[str]:
-    from torch.export import Dim  # noqa: F401  (shapes use it)
-
     program = torch.onnx.export(
         module.eval(), args, dynamic_shapes=shapes, input_names=names, custom_translation_table=translation_table(),
         dynamo=True, verbose=False,
