@@ -19,19 +19,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from .cupti import gpu_events
+
 PROMPT = list(range(5, 40))  # 35 tokens, the bench protocol's prompt length
-
-
-def _kernels(prof) -> list[tuple[str, float, float]]:
-    """(name, start_us, duration_us) of every GPU kernel or copy the profiler recorded, in start order."""
-    from torch.autograd import DeviceType
-
-    out = []
-    for e in prof.events():
-        if e.device_type != DeviceType.CUDA:
-            continue
-        out.append((e.name, e.time_range.start, e.time_range.end - e.time_range.start))
-    return sorted(out, key=lambda k: k[1])
 
 
 def profile_package(package: str, cuda_graph: bool, steps: int, warm: int) -> dict[str, Any]:
@@ -67,7 +57,7 @@ def profile_package(package: str, cuda_graph: bool, steps: int, warm: int) -> di
             for _ in range(steps):
                 token = advance(token)
             torch.cuda.synchronize()
-    kernels = _kernels(prof)
+    kernels = gpu_events(prof)
     per_name: dict[str, list[float]] = defaultdict(list)
     for name, _, dur in kernels:
         per_name[name].append(dur)

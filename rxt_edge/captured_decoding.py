@@ -58,6 +58,7 @@ class CapturedDecodeSlot(DecodeSlot):
         # a step's token id and seqlens_k share one device buffer: one host-to-device copy a step, not two
         # (int64 [2]: the id, then seqlens_k as the int32 in bytes 8-11)
         self._step_in = np.zeros(2, dtype=np.int64)
+        self._step_seqlens = self._step_in.view(np.int32)[2:3]  # (a view made once, not per step)
         self._device = (buffers.device, buffers.device_id)
         self._step_in_dev = ort.OrtValue.ortvalue_from_numpy(self._step_in, *self._device)
         self._logits_dev = buffers.empty(self._logits.shape)
@@ -96,7 +97,7 @@ class CapturedDecodeSlot(DecodeSlot):
         return self._replay(token, self._fetch_logits)
 
     def step_greedy(self, token: int) -> int:
-        return self._replay(token, lambda: int(self._pick_dev.numpy()[0]))
+        return self._replay(token, self._fetch_pick)
 
     def logits(self) -> np.ndarray:
         with self._graphs.lock(contract.DECODER):  # a copy during another slot's capture would break it
@@ -105,13 +106,16 @@ class CapturedDecodeSlot(DecodeSlot):
     def _replay(self, token: int, fetch: Callable[[], T]) -> T:
         self.cache.advance(self.position, 1)  # bounds check, seqlens = position (copied to the device below)
         self._step_in[0] = token
-        self._step_in.view(np.int32)[2] = self.cache.seqlens[0]
+        self._step_seqlens[0] = self.cache.seqlens[0]
         with self._graphs.lock(contract.DECODER):  # no other GPU work between the copy and the replay
             self._step_in_dev.update_inplace(self._step_in)
             self._graphs.run(contract.DECODER, self._binding, self._replay_options)
             out = fetch()
         self.position += 1
         return out
+
+    def _fetch_pick(self) -> int:
+        return int(self._pick_dev.numpy()[0])
 
     def _fetch_logits(self) -> np.ndarray:
         # the device-to-host copy is a new array already: no second copy into a host buffer

@@ -73,6 +73,29 @@ def test_the_graph_pick_is_the_argmax_of_its_logits(fp16: Path) -> None:
             assert len(set(picks)) > 1  # not a constant: the test could fail
 
 
+def test_the_captured_slot_feeds_each_step_as_the_plain_slot_does(fp16: Path) -> None:
+    """The CUDA-graph slot's step inputs (token id and seqlens_k in one buffer, one copy a step) and its pick,
+    run on the CPU provider (which ignores the graph id): the plain slot's tokens, step for step."""
+    from rxt_edge.captured_decoding import CapturedDecodeSlot
+    from rxt_edge.engine import MemoryState
+
+    with RxTSession.load(fp16, threads=1) as session:
+        e = session.engine
+        runs = []
+        for slot in (
+            DecodeSlot(e.graphs, e.buffers, e.dims, e.kv_cache),
+            CapturedDecodeSlot(e.graphs, e.buffers, e.dims, MemoryState(e.dims, e.buffers, e.memory_kv), 1),
+        ):
+            memory = e.new_memory()
+            e.install_stm(memory, session.conversation().stm())
+            slot.start(memory)
+            tokens = [_argmax(slot.prefill([1, 5, 9, 13, 2]))]
+            for _ in range(12):
+                tokens.append(slot.step_greedy(tokens[-1]))
+            runs.append(tokens)
+    assert runs[0] == runs[1] and len(set(runs[0])) > 1
+
+
 def test_a_greedy_turn_answers_as_the_host_pick_does(fp16: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     step_greedy = DecodeSlot.step_greedy
