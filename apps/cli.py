@@ -20,6 +20,7 @@ from rich.markup import escape
 
 from rxt_edge.sampling import GenerationConfig
 
+from .kernels_cli import app as kernels_app
 from .quantize_options import (
     DEFAULT_QUANT_PRESET,
     QUANT_PRESETS,
@@ -43,6 +44,7 @@ DemoOrPackage = Annotated[
 ]
 err = Console(stderr=True, soft_wrap=True)  # an error line wraps where the terminal does: paths stay whole
 GENERATION = GenerationConfig()  # chat's defaults are the API's
+app.add_typer(kernels_app, name="kernels", short_help="Build and check rxt-edge's own CPU kernels.")
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from rxt_edge.runtimes import providers
+from rxt_edge.runtimes import native_kernels, providers
 
 from rxt_edge import contract
 from rxt_edge.package import ModelPackage, load_package
@@ -51,6 +51,8 @@ class GraphDriver:
         self.sessions: dict[str, ort.InferenceSession] = dict(sessions or {})
         for name in (n for n in contract.GRAPH_NAMES if n not in self.sessions):
             opts = providers.make_session_options(provider, threads=threads)
+            if providers.canonical_name(provider) == "cpu":
+                native_kernels.register(opts)  # our own CPU kernels where built (runtimes/native_kernels.py)
             self.sessions[name] = ort.InferenceSession(
                 str(package.graph_path(name)), opts, providers=plist, provider_options=popts
             )

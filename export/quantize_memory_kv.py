@@ -15,9 +15,10 @@ Rewrites:
 - memory_kv / memory_update: each float K/V output is quantized in the graph (absolute max per slot / per
   channel, `QuantizeLinear` along that axis), the scales become outputs beside the tensors;
 - decoder: each fused memory attention (`com.microsoft.MultiHeadAttention` over `memory_key.i` /
-  `memory_value.i`, see export/memory_attention.py) becomes scaled scores = DQMatMul(q, K), Softmax,
-  DQMatMul(p, V), with the query/output head layout the MHA node had. Seven nodes a layer: the exporter's
-  Reshapes around the MHA node merge into the path's own, and the softmax scale goes into the query
+  `memory_value.i`, see export/memory_attention.py) becomes one `rxt_edge.MemoryAttentionInt8` node and a Reshape
+  (export/memory_kernel.py): our CPU kernel where a session registered it, else the function's body, scaled
+  scores = DQMatMul(q, K), Softmax, DQMatMul(p, V) with the query/output head layout the MHA node had. The
+  exporter's Reshapes around the MHA node merge into the path's own, and the softmax scale goes into the query
   projection's weights (`read_int8_memory`); the K/V inputs and their scales keep their meaning.
 Only the static-cache decoder has the fused node; `available` says whether a decoder can take the form.
 """
@@ -32,6 +33,8 @@ from onnx import TensorProto, helper, numpy_helper
 from rxt_edge.runtimes.operators import MS_DOMAIN
 
 from rxt_edge import contract
+
+from . import memory_kernel
 
 FORM = "int8"
 # |quantized value| <= 63: no int16 saturation in onnxruntime's AVX2 uint8 x int8 products (module docstring)
@@ -243,11 +246,6 @@ def _attribute(node: onnx.NodeProto, name: str):
     return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
 
 
-def _int8_product(a: str, b: str, b_scale: str, out: str) -> onnx.NodeProto:
-    """a (float, quantized on the fly) @ b (int8, one scale per column)."""
-    return helper.make_node("DynamicQuantizeMatMul", [a, b, b_scale], [out], domain=MS_DOMAIN)
-
-
 # Ops that are linear in their first input and only move or keep its values: scaling that input scales the output.
 _VIEWS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity")
 _DEFAULT = ("", "ai.onnx")
@@ -383,13 +381,14 @@ def _drop_unused(model: onnx.ModelProto, names: set[str]) -> None:
 
 
 def read_int8_memory(model: onnx.ModelProto, dims: contract.ModelDims, kv_cache: str) -> int:
-    """decoder: each fused memory attention -> DQMatMul scores, Softmax, DQMatMul output; returns the layers.
+    """decoder: each fused memory attention -> `rxt_edge.MemoryAttentionInt8` (export/memory_kernel.py: our
+    kernel where built, else its body: DQMatMul scores, Softmax, DQMatMul output); returns the layers.
 
     Per layer, at one thread every node is a few microseconds of dispatch in a ~2 ms step, so the path is kept
     short: the exporter's Reshapes on either side are merged into the path's own (`_query_source`,
     `_output_target`) and the softmax scale goes into the query projection's weights (`_fold_scale`), leaving
-    Reshape, Transpose, DQMatMul, Softmax, DQMatMul, Transpose, Reshape. Where a check fails the layer keeps
-    the Reshape pair or the scale Mul: the same numbers either way."""
+    the function and one Reshape. Where a check fails the layer keeps the Reshape pair or the scale Mul: the same
+    numbers either way."""
     nodes = _memory_attention_nodes(model, dims.memory_layers)
     if not available(model, dims):
         raise MemoryKVError(
@@ -403,7 +402,6 @@ def read_int8_memory(model: onnx.ModelProto, dims: contract.ModelDims, kv_cache:
         if heads != h:
             raise MemoryKVError(f"memory layer {i}: the attention has {heads} heads, the K/V {h}")
     index = _Index(g)
-    g.initializer.append(_ints("memory_kv/int8/heads_in", [0, -1, h, hd]))
     g.initializer.append(_ints("memory_kv/int8/heads_out", [0, -1, h * hd]))
     layer_of = {id(n): i for i, n in nodes.items()}
     merged: set[int] = set()  # ids of the exporter's Reshapes merged into a path
@@ -426,28 +424,25 @@ def read_int8_memory(model: onnx.ModelProto, dims: contract.ModelDims, kv_cache:
             continue
         source, out, shape, scale = plans[i]
         p = f"memory_attention.{i}/int8"
-        query = f"{p}/qh" if scale is None else f"{p}/qs"
-        rebuilt += [
-            helper.make_node("Reshape", [source, "memory_kv/int8/heads_in"], [f"{p}/q4"]),
-            helper.make_node("Transpose", [f"{p}/q4"], [f"{p}/qh"], perm=[0, 2, 1, 3]),  # [B, H, T', hd]
-        ]
-        if scale is not None:  # not folded into the weights
+        query = source
+        if (
+            scale is not None
+        ):  # not folded into the weights: scale the query (linear, so before the heads view)
             g.initializer.append(numpy_helper.from_array(np.array(scale, np.float32), f"{p}/scale"))
-            rebuilt.append(helper.make_node("Mul", [f"{p}/qh", f"{p}/scale"], [f"{p}/qs"]))
+            rebuilt.append(helper.make_node("Mul", [source, f"{p}/scale"], [f"{p}/qs"]))
+            query = f"{p}/qs"
+        key, value = contract.memory_key(i), contract.memory_value(i)
+        key_scale, value_scale = contract.memory_key_scale(i), contract.memory_value_scale(i)
         rebuilt += [
-            _int8_product(query, contract.memory_key(i), contract.memory_key_scale(i), f"{p}/scores"),
-            helper.make_node("Softmax", [f"{p}/scores"], [f"{p}/probs"], axis=-1),  # [B, H, T', S]
-            _int8_product(f"{p}/probs", contract.memory_value(i), contract.memory_value_scale(i), f"{p}/oh"),
-            helper.make_node("Transpose", [f"{p}/oh"], [f"{p}/o4"], perm=[0, 2, 1, 3]),
+            memory_kernel.call(query, key, key_scale, value, value_scale, f"{p}/o4", name=p),  # [B, R, h, hd]
             helper.make_node("Reshape", [f"{p}/o4", shape], [out]),
         ]
     dropped = {x for n in g.node if id(n) in merged for x in n.input[1:]}
     del g.node[:]
     g.node.extend(rebuilt)
-    _drop_unused(model, dropped | {"memory_kv/int8/heads_in", "memory_kv/int8/heads_out"})
+    _drop_unused(model, dropped | {"memory_kv/int8/heads_out"})
     redeclare_io(model, dims, contract.DECODER, kv_cache, outputs=False)
-    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    memory_kernel.declare(model, h, hd)
     return dims.memory_layers
 
 

@@ -27,7 +27,7 @@ from .contract import ModelDims
 from .decoding import DecodeSlot
 from .manifest import ManifestError
 from .package import ModelPackage
-from .runtimes import huge_pages, operators, providers
+from .runtimes import huge_pages, native_kernels, operators, providers
 
 # onnxruntime's exception types (onnxruntime_pybind11_state) that mean "this graph is bad", as opposed to a
 # provider or environment failure (EPFail, RuntimeException, anything else).
@@ -76,6 +76,8 @@ class GraphSet:
         self.sessions: dict[str, ort.InferenceSession] = {}
         for name in contract.GRAPH_NAMES:
             opts = providers.make_session_options(provider, threads=threads)
+            if providers.canonical_name(provider) == "cpu":
+                native_kernels.register(opts)  # our own CPU kernels where built (runtimes/native_kernels.py)
             file = package.manifest.graphs[name].file
             graph_popts = popts
             if cuda_graph and name in CAPTURED_GRAPHS:

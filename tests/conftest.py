@@ -48,6 +48,15 @@ def sigint_raises():
 
 
 @pytest.fixture(scope="session")
+def kernel_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """rxt-edge's CPU kernel library (`rxt-edge kernels build`: g++ and onnxruntime's headers), built once a run."""
+    from rxt_edge.runtimes import kernel_build, native_kernels
+
+    name = native_kernels.LIBRARY_NAME
+    return built_once(tmp_path_factory, "kernels", lambda d: kernel_build.build(d / name)) / name
+
+
+@pytest.fixture(scope="session")
 def tiny_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight model package (native checkpoint -> ONNX export, ~15 s once per session).
 

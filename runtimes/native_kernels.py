@@ -1,0 +1,128 @@
+"""rxt-edge's own CPU kernels: where the library is, whether this machine can run it, and registering it.
+
+Graphs name our kernels as ONNX functions (`rxt_edge.MemoryAttentionInt8`, docs/graph-contract.md *Our own
+kernels*): onnxruntime runs the library's kernel where a session registered it and the function's body (its own
+operators) everywhere else, so a package runs with or without the library and gives the same answers within
+quantization error. The library is built on the user's machine (`rxt-edge kernels build`, runtimes/
+kernel_build.py) into the user cache directory; the runtime registers it in CPU sessions when it is there.
+
+`RXT_EDGE_KERNELS`: unset, the built library if there is one; `off` (or `0`), never; a path, that library (an
+error if it cannot be used: it was asked for by name).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+import onnxruntime as ort
+
+ENV = "RXT_EDGE_KERNELS"
+DOMAIN = "rxt_edge"  # the ONNX domain of our functions / kernels
+LIBRARY_NAME = {"linux": "librxt_edge_kernels.so", "darwin": "librxt_edge_kernels.dylib"}.get(
+    sys.platform, "rxt_edge_kernels.dll"
+)
+MIN_ONNXRUNTIME = (1, 21)  # the C API version the library is built against (Debian's 1.21 headers)
+_OFF = {"off", "0", "no", "false"}
+
+
+class KernelLibraryError(RuntimeError):
+    """The kernel library asked for (RXT_EDGE_KERNELS=path) cannot be used; the message says why."""
+
+
+def cache_dir() -> Path:
+    """Where `rxt-edge kernels build` puts the library: $XDG_CACHE_HOME/rxt-edge/kernels (~/.cache by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rxt-edge" / "kernels"
+
+
+def default_library() -> Path:
+    return cache_dir() / LIBRARY_NAME
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def unsupported_reason() -> str | None:
+    """Why this machine cannot run the kernels (x86-64 with AVX2 and FMA, onnxruntime >= 1.21), or None."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"the kernels are written for x86-64 (AVX2); this machine is {platform.machine() or 'unknown'}"
+    if _version(ort.__version__) < MIN_ONNXRUNTIME:
+        need = ".".join(map(str, MIN_ONNXRUNTIME))
+        return f"onnxruntime {ort.__version__} is older than {need}, the API the kernels are built for"
+    flags = _cpu_flags()
+    if flags is not None and not {"avx2", "fma"} <= flags:
+        return "this CPU lacks AVX2/FMA, which the kernels use"
+    return None
+
+
+def _cpu_flags() -> set[str] | None:
+    """The CPU's feature flags on Linux; None where they cannot be read (then the build's own check decides)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return None
+
+
+def chosen_library() -> Path | None:
+    """The library CPU sessions register: RXT_EDGE_KERNELS's path, else the built one if present; None if off,
+    absent or unusable on this machine. KernelLibraryError where a path was named and cannot be used."""
+    setting = os.environ.get(ENV, "").strip()
+    if setting.lower() in _OFF:
+        return None
+    if setting:
+        path = Path(setting).expanduser()
+        if not path.is_file():
+            raise KernelLibraryError(
+                f"{ENV}={setting}: no such file (build one with `rxt-edge kernels build`)"
+            )
+        reason = unsupported_reason()
+        if reason:
+            raise KernelLibraryError(f"{ENV}={setting}: {reason}")
+        return path
+    path = default_library()
+    return path if path.is_file() and unsupported_reason() is None else None
+
+
+def register(options: ort.SessionOptions) -> Path | None:
+    """Register the chosen library in `options` (a CPU session's); returns it, or None where there is none.
+    A built library that onnxruntime refuses is skipped (the graphs' function bodies run instead); a library
+    named in RXT_EDGE_KERNELS that it refuses is an error."""
+    path = chosen_library()
+    if path is None:
+        return None
+    try:
+        options.register_custom_ops_library(str(path))
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises plain RuntimeErrors (Fail) for a bad library
+        if os.environ.get(ENV, "").strip():
+            raise KernelLibraryError(f"{ENV}={path}: onnxruntime cannot load it: {e}") from e
+        return None
+    return path
+
+
+def status() -> str:
+    """One line for `rxt-edge kernels status` and `rxt-edge info`: whether CPU sessions use our kernels."""
+    setting = os.environ.get(ENV, "").strip()
+    if setting.lower() in _OFF:
+        return f"off ({ENV}={setting})"
+    reason = unsupported_reason()
+    try:
+        path = chosen_library()
+    except KernelLibraryError as e:
+        return f"unusable: {e}"
+    if path is not None:
+        return f"on: {path}"
+    if reason:
+        return f"not available: {reason}"
+    return f"not built (`rxt-edge kernels build` puts it at {default_library()})"
