@@ -20,6 +20,7 @@ from rich.markup import escape
 
 from rxt_edge.sampling import GenerationConfig
 
+from .console import err, fail
 from .kernels_cli import app as kernels_app
 from .quantize_options import (
     DEFAULT_QUANT_PRESET,
@@ -42,14 +43,8 @@ DemoOrPackage = Annotated[
     Path | None,
     typer.Argument(metavar="MODEL_DIR", help="Model package directory (default: the shipped demo model)."),
 ]
-err = Console(stderr=True, soft_wrap=True)  # an error line wraps where the terminal does: paths stay whole
 GENERATION = GenerationConfig()  # chat's defaults are the API's
 app.add_typer(kernels_app, name="kernels", short_help="Build and check rxt-edge's own CPU kernels.")
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    return typer.Exit(code)
 
 
 def _print_version(value: bool) -> None:

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
+
+from .console import err, fail
 
 app = typer.Typer(
     help="Build and check rxt-edge's own CPU kernels (faster int8 memory attention; optional).",
@@ -17,7 +18,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-err = Console(stderr=True, soft_wrap=True)
 
 
 @app.command(short_help="Compile the kernel library for this machine.")
@@ -41,8 +41,7 @@ def build(
     try:
         path = build_library(output, headers, say=lambda line: err.print(escape(line), highlight=False))
     except KernelBuildError as e:
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
-        raise typer.Exit(2) from None
+        raise fail(str(e)) from None
     print(f"built {path}")
     if output is not None:
         print(f"CPU sessions use it with RXT_EDGE_KERNELS={path}")

@@ -50,9 +50,7 @@ class GraphDriver:
         plist, popts = providers.resolve_provider(provider)
         self.sessions: dict[str, ort.InferenceSession] = dict(sessions or {})
         for name in (n for n in contract.GRAPH_NAMES if n not in self.sessions):
-            opts = providers.make_session_options(provider, threads=threads)
-            if providers.canonical_name(provider) == "cpu":
-                native_kernels.register(opts)  # our own CPU kernels where built (runtimes/native_kernels.py)
+            opts = native_kernels.session_options(provider, threads)  # (with our CPU kernels where built)
             self.sessions[name] = ort.InferenceSession(
                 str(package.graph_path(name)), opts, providers=plist, provider_options=popts
             )

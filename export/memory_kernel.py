@@ -55,7 +55,9 @@ def declare(model: onnx.ModelProto, heads: int, head_dim: int) -> None:
             model.opset_import.append(helper.make_opsetid(domain, 1))
 
 
-def call(query: str, key: str, key_scale: str, value: str, value_scale: str, heads: str, name: str):
+def call(
+    query: str, key: str, key_scale: str, value: str, value_scale: str, heads: str, name: str
+) -> onnx.NodeProto:
     """One layer's attention: the function's node."""
     return helper.make_node(
         FUNCTION, [query, key, key_scale, value, value_scale], [heads], domain=DOMAIN, name=name

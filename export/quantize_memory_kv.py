@@ -425,9 +425,7 @@ def read_int8_memory(model: onnx.ModelProto, dims: contract.ModelDims, kv_cache:
         source, out, shape, scale = plans[i]
         p = f"memory_attention.{i}/int8"
         query = source
-        if (
-            scale is not None
-        ):  # not folded into the weights: scale the query (linear, so before the heads view)
+        if scale is not None:  # not folded into the weights: the query scaled (linear: before the heads view)
             g.initializer.append(numpy_helper.from_array(np.array(scale, np.float32), f"{p}/scale"))
             rebuilt.append(helper.make_node("Mul", [source, f"{p}/scale"], [f"{p}/qs"]))
             query = f"{p}/qs"

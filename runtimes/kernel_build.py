@@ -21,6 +21,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import onnxruntime as ort
+
 from . import native_kernels
 
 SOURCES = ("memory_attention.cc",)
@@ -148,8 +150,6 @@ def build(
 
 
 def _check_loads(library: Path) -> None:
-    import onnxruntime as ort
-
     try:
         ort.SessionOptions().register_custom_ops_library(str(library))
     except Exception as e:  # noqa: BLE001 - onnxruntime's own error, reported as the build's

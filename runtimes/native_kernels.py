@@ -15,9 +15,12 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from functools import cache
 from pathlib import Path
 
 import onnxruntime as ort
+
+from . import providers
 
 ENV = "RXT_EDGE_KERNELS"
 DOMAIN = "rxt_edge"  # the ONNX domain of our functions / kernels
@@ -63,7 +66,8 @@ def unsupported_reason() -> str | None:
     return None
 
 
-def _cpu_flags() -> set[str] | None:
+@cache  # read once a process: every session's options ask
+def _cpu_flags() -> frozenset[str] | None:
     """The CPU's feature flags on Linux; None where they cannot be read (then the build's own check decides)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -71,7 +75,7 @@ def _cpu_flags() -> set[str] | None:
         return None
     for line in text.splitlines():
         if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
+            return frozenset(line.partition(":")[2].split())
     return None
 
 
@@ -109,6 +113,14 @@ def register(options: ort.SessionOptions) -> Path | None:
             raise KernelLibraryError(f"{ENV}={path}: onnxruntime cannot load it: {e}") from e
         return None
     return path
+
+
+def session_options(provider: str, threads: int | None = None) -> ort.SessionOptions:
+    """`providers.make_session_options`, with our kernel library registered in a CPU session's options."""
+    options = providers.make_session_options(provider, threads=threads)
+    if providers.canonical_name(provider) == "cpu":
+        register(options)
+    return options
 
 
 def status() -> str:

@@ -75,9 +75,7 @@ class GraphSet:
         self.provider_list = (plist, popts)  # for the engine's helper sessions (captured_update's copier)
         self.sessions: dict[str, ort.InferenceSession] = {}
         for name in contract.GRAPH_NAMES:
-            opts = providers.make_session_options(provider, threads=threads)
-            if providers.canonical_name(provider) == "cpu":
-                native_kernels.register(opts)  # our own CPU kernels where built (runtimes/native_kernels.py)
+            opts = native_kernels.session_options(provider, threads)  # (with our CPU kernels where built)
             file = package.manifest.graphs[name].file
             graph_popts = popts
             if cuda_graph and name in CAPTURED_GRAPHS:

@@ -74,6 +74,32 @@ inline __m256i PairAt(const int16_t* x) {  // x[0], x[1] as one int32 lane, broa
   return _mm256_set1_epi32(pair);
 }
 
+template <int N, int G>
+inline void Zero(__m256i (&lo_acc)[N][G], __m256i (&hi_acc)[N][G]) {
+  for (int r = 0; r < N; ++r)
+    for (int g = 0; g < G; ++g) lo_acc[r][g] = hi_acc[r][g] = _mm256_setzero_si256();
+}
+
+// acc[r] += x * w_r[0] + y * w_r[1] lane by lane, for 16 G int8 of x and of y and N int16 pairs w_r = w + r
+// w_stride: x and y interleaved to (x[i], y[i]) int16 pairs, one `madd` a pair; lanes in Store16's order.
+template <int N, int G>
+inline void AddPairProducts(const int8_t* x, const int8_t* y, const int16_t* w, int64_t w_stride,
+                            __m256i (&lo_acc)[N][G], __m256i (&hi_acc)[N][G]) {
+  __m256i lo[G], hi[G];
+  for (int g = 0; g < G; ++g) {
+    const __m256i a = Widen16(x + 16 * g), b = Widen16(y + 16 * g);
+    lo[g] = _mm256_unpacklo_epi16(a, b);
+    hi[g] = _mm256_unpackhi_epi16(a, b);
+  }
+  for (int r = 0; r < N; ++r) {
+    const __m256i pair = PairAt(w + r * w_stride);
+    for (int g = 0; g < G; ++g) {
+      lo_acc[r][g] = _mm256_add_epi32(lo_acc[r][g], _mm256_madd_epi16(lo[g], pair));
+      hi_acc[r][g] = _mm256_add_epi32(hi_acc[r][g], _mm256_madd_epi16(hi[g], pair));
+    }
+  }
+}
+
 // scores[r][s] = q_r . K[:, s] * key_scale[s] * q_scale[r] for N rows of one head, s in [begin, end) (a
 // multiple of 16 G); K is [hd, S]. 16 G slots a pass: (K[c, s], K[c+1, s]) pairs against (q[c], q[c+1]).
 template <int N, int G>
@@ -82,23 +108,9 @@ void ScoreBlocks(const int16_t* q, const float* q_scale, const int8_t* key, cons
   const int64_t S = d.slots, hd = d.head_dim;
   for (int64_t s = begin; s < end; s += 16 * G) {
     __m256i lo_acc[N][G], hi_acc[N][G];
-    for (int r = 0; r < N; ++r)
-      for (int g = 0; g < G; ++g) lo_acc[r][g] = hi_acc[r][g] = _mm256_setzero_si256();
-    for (int64_t c = 0; c < hd; c += 2) {
-      __m256i lo[G], hi[G];
-      for (int g = 0; g < G; ++g) {
-        const __m256i a = Widen16(key + c * S + s + 16 * g), b = Widen16(key + (c + 1) * S + s + 16 * g);
-        lo[g] = _mm256_unpacklo_epi16(a, b);
-        hi[g] = _mm256_unpackhi_epi16(a, b);
-      }
-      for (int r = 0; r < N; ++r) {
-        const __m256i w = PairAt(q + r * hd + c);
-        for (int g = 0; g < G; ++g) {
-          lo_acc[r][g] = _mm256_add_epi32(lo_acc[r][g], _mm256_madd_epi16(lo[g], w));
-          hi_acc[r][g] = _mm256_add_epi32(hi_acc[r][g], _mm256_madd_epi16(hi[g], w));
-        }
-      }
-    }
+    Zero(lo_acc, hi_acc);
+    for (int64_t c = 0; c < hd; c += 2)  // rows c and c + 1 of K against (q[c], q[c + 1])
+      AddPairProducts<N, G>(key + c * S + s, key + (c + 1) * S + s, q + c, hd, lo_acc, hi_acc);
     for (int g = 0; g < G; ++g) {
       const float* ks = key_scale + s + 16 * g;
       const __m256 k0 = _mm256_loadu_ps(ks), k1 = _mm256_loadu_ps(ks + 8);
@@ -171,24 +183,11 @@ void ValueBlock(const int16_t* p, int64_t p_stride, const float* norm, const int
   for (int64_t s0 = 0; s0 < S; s0 += kSlotChunk) {  // int32 sums per chunk, then float
     const int64_t end = std::min(S, s0 + kSlotChunk);
     __m256i lo_acc[N][G], hi_acc[N][G];
-    for (int r = 0; r < N; ++r)
-      for (int g = 0; g < G; ++g) lo_acc[r][g] = hi_acc[r][g] = _mm256_setzero_si256();
-    for (int64_t s = s0; s < end; s += 2) {
+    Zero(lo_acc, hi_acc);
+    for (int64_t s = s0; s < end; s += 2) {  // rows s and s + 1 of V against (p[s], p[s + 1])
       const int8_t* row = value + s * hd + c0;
       const int8_t* next = s + 1 < S ? row + hd : zeros;  // an odd S: p there is 0
-      __m256i lo[G], hi[G];
-      for (int g = 0; g < G; ++g) {
-        const __m256i a = Widen16(row + 16 * g), b = Widen16(next + 16 * g);
-        lo[g] = _mm256_unpacklo_epi16(a, b);
-        hi[g] = _mm256_unpackhi_epi16(a, b);
-      }
-      for (int r = 0; r < N; ++r) {
-        const __m256i w = PairAt(p + r * p_stride + s);
-        for (int g = 0; g < G; ++g) {
-          lo_acc[r][g] = _mm256_add_epi32(lo_acc[r][g], _mm256_madd_epi16(lo[g], w));
-          hi_acc[r][g] = _mm256_add_epi32(hi_acc[r][g], _mm256_madd_epi16(hi[g], w));
-        }
-      }
+      AddPairProducts<N, G>(row, next, p + s, p_stride, lo_acc, hi_acc);
     }
     for (int r = 0; r < N; ++r)
       for (int g = 0; g < G; ++g) {
@@ -205,7 +204,6 @@ void ValueBlock(const int16_t* p, int64_t p_stride, const float* norm, const int
               _mm256_mul_ps(v1, inv));
     }
   }
-  (void)hd;
 }
 
 template <int N>
@@ -295,7 +293,9 @@ void HeadScalar(void* data, size_t task) {
   }
 }
 
-Ort::Status Fail(const std::string& why) { return Ort::Status(("MemoryAttentionInt8: " + why).c_str(), ORT_INVALID_ARGUMENT); }
+Ort::Status Fail(const std::string& why) {
+  return Ort::Status(("MemoryAttentionInt8: " + why).c_str(), ORT_INVALID_ARGUMENT);
+}
 
 Ort::Status MemoryAttentionInt8(OrtKernelContext* context, const Ort::Custom::Tensor<float>& query,
                                 const Ort::Custom::Tensor<int8_t>& key, const Ort::Custom::Tensor<float>& key_scale,
@@ -327,16 +327,17 @@ Ort::Status MemoryAttentionInt8(OrtKernelContext* context, const Ort::Custom::Te
 
 }  // namespace
 
-static const char* kDomain = "rxt_edge";
-
-extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
+// onnxruntime calls this once per session that registers the library: the domain and its op are made once.
+extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
+RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   const OrtApi* api = api_base->GetApi(ORT_API_VERSION);
   if (api == nullptr) return nullptr;  // an onnxruntime older than these headers: the loader checks first
   Ort::InitApi(api);
-  static Ort::CustomOpDomain domain{kDomain};
   static std::unique_ptr<Ort::Custom::OrtLiteCustomOp> op{
       Ort::Custom::CreateLiteCustomOp("MemoryAttentionInt8", "CPUExecutionProvider", MemoryAttentionInt8)};
-  domain.Add(op.get());
+  static Ort::CustomOpDomain domain{"rxt_edge"};
+  static const bool added = (domain.Add(op.get()), true);
+  (void)added;
   Ort::UnownedSessionOptions(options).Add(domain);
   return nullptr;
 }
