@@ -82,7 +82,7 @@ class CapturedDecodeSlot(DecodeSlot):
         n = len(prompt)
         self._ids[0, :n] = prompt
         self.cache.bind(self._binding, 0, n)
-        self._binding.bind_input("input_ids", "cpu", 0, np.int64, [1, n], self._ids.ctypes.data)
+        self._binding.bind_input("input_ids", "cpu", 0, np.int64, [1, n], self._ids_ptr)
         with self._graphs.lock(contract.DECODER):
             self._graphs.run(contract.DECODER, self._binding, self._uncaptured)
             logits = self._fetch_logits()

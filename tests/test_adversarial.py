@@ -229,7 +229,7 @@ def test_turn_on_a_closed_session_fails_before_generating(tiny_package, monkeypa
     conv.save(tmp_path / "c.snap")
     runs = []
     real = DecodeSlot._run
-    monkeypatch.setattr(DecodeSlot, "_run", lambda self, t: runs.append(t) or real(self, t))
+    monkeypatch.setattr(DecodeSlot, "_run", lambda self, n: runs.append(n) or real(self, n))
     s.close()
     for call in (lambda: conv.say(QUERY, TOKENS), lambda: list(conv.generate_ids([40, 41], TOKENS))):
         with pytest.raises(SessionClosedError, match="session is closed"):
@@ -535,8 +535,8 @@ def test_text_answers_never_use_ids_the_tokenizer_lacks(tiny_package, tmp_path, 
             pytest.skip("the small tokenizer lacks a special token")
         real = DecodeSlot._run
 
-        def padded_id_wins(self, tokens):
-            logits = real(self, tokens)
+        def padded_id_wins(self, n):
+            logits = real(self, n)
             logits[299] = 100.0  # an id the tokenizer has no text for
             return logits
 
@@ -552,7 +552,7 @@ def test_text_answers_never_use_ids_the_tokenizer_lacks(tiny_package, tmp_path, 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, 2.0, "3", 0, -1, True])
 def test_max_new_tokens_is_checked_at_every_entry_point(session, monkeypatch, bad):
     runs = []
-    monkeypatch.setattr(DecodeSlot, "_run", lambda self, t: runs.append(t))
+    monkeypatch.setattr(DecodeSlot, "_run", lambda self, n: runs.append(n))
     conv = session.conversation()
     calls = [
         lambda: conv.say(QUERY, bad),

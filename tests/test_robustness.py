@@ -480,9 +480,9 @@ def steps(monkeypatch):
     calls: list[tuple[list[int], int]] = []
     real = DecodeSlot._run
 
-    def spy(self, tokens):
-        calls.append(([int(t) for t in tokens], self.position))
-        return real(self, tokens)
+    def spy(self, n):  # (the slot writes a run's n ids at the start of its ids buffer)
+        calls.append((self._ids[0, :n].tolist(), self.position))
+        return real(self, n)
 
     monkeypatch.setattr(DecodeSlot, "_run", spy)
     return calls
