@@ -11,7 +11,7 @@ from rich.markup import escape
 from .console import err, fail
 
 app = typer.Typer(
-    help="Build and check rxt-edge's own CPU kernels (faster int8 memory attention; optional).",
+    help="Build and check rxt-edge's own CPU kernels (int8 memory attention, int4 products; optional).",
     no_args_is_help=True,
     subcommand_metavar="COMMAND [ARGS]",
     add_completion=False,

@@ -1,19 +1,18 @@
 """`rxt-edge quantize`: an fp32 model package -> a new package with quantized (or fp16) graphs.
 
 Torch-free: onnx + onnxruntime.quantization only. Schemes:
-- `int8` (the CLI's default) / `int4`: weight-only `MatMulNBits`, symmetric, `accuracy_level=4`, with the block
-  size measured fastest among the sound ones (`export/quantize_nbits.py`; docs/quantization.md).
+- `int8` (the CLI's default) / `int4`: weight-only `MatMulNBits`, symmetric, `accuracy_level=4`, block size measured
+  fastest among the sound ones (export/quantize_nbits.py); int4's in `rxt_edge.MatMulInt4` calls (matmul_kernel).
 - `int8-dynamic`: weights int8 per output channel, activations quantized at run time (DynamicQuantizeLinear +
   MatMulInteger, fused by onnxruntime into DynamicQuantizeMatMul). Presets name the instruction set of the
   target CPU (see `DYNAMIC_PRESETS`).
 - `int8-block` / `int4-block`: as `int8` / `int4` with block 32, the settings onnxruntime-genai's model builder
   uses on CPU. Always `accuracy_level=4` unless told otherwise (int8 activation kernels on CPU; the quantizer's
   default level 0 dequantizes every weight on every call: 8-bit weights 15-27x slower, docs/quantization.md).
-- `fp16`: every graph in float16 with float16 I/O (the form `rxt-edge export --dtype fp16` produces, which the
-  runtime allocates buffers for from the manifest); for GPUs.
+- `fp16`: every graph in float16 with float16 I/O (as `rxt-edge export --dtype fp16` writes), for GPUs.
 
-Which graphs and which weights are quantized is a measured choice (docs/quantization.md): `DEFAULT_SCOPES`.
-The package is built by `rxt_edge.package_writer` (staged beside the destination, renamed into place whole).
+Which graphs and weights are quantized is a measured choice (docs/quantization.md): `DEFAULT_SCOPES`. The
+package is built by `rxt_edge.package_writer` (staged beside the destination, renamed into place whole).
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from rxt_edge import contract
 from rxt_edge.manifest import Manifest, ManifestError, load_manifest, verify_files
 from rxt_edge.package_writer import PackageWriteError, PackageWriter
 
+from . import matmul_kernel
 from .constant_tables import fold_trig_tables
 from .greedy_pick import add_next_token, writes_next_token
 from .memory_kv_heads import form_dims, rewrite_form
@@ -338,8 +338,11 @@ def quantize_graph_block(
             )
             q.process()
         model = q.model.model
+    matmul_kernel.rewrite(
+        model
+    )  # the 4-bit products -> rxt_edge.MatMulInt4: our CPU kernel, else MatMulNBits
     _save(model, out)
-    return _count(model, ("MatMulNBits", "GatherBlockQuantized"))
+    return _count(model, ("MatMulNBits", "GatherBlockQuantized", matmul_kernel.FUNCTION))
 
 
 def convert_graph_fp16(model: onnx.ModelProto, out: Path, graph: str = "") -> int:

@@ -25,7 +25,7 @@ import onnxruntime as ort
 
 from . import native_kernels
 
-SOURCES = ("memory_attention.cc",)
+SOURCES = ("library.cc", "memory_attention.cc", "matmul_int4.cc")  # (with kernels.h)
 HEADERS_DEB = (
     "https://deb.debian.org/debian/pool/main/o/onnxruntime/libonnxruntime-dev_1.21.0+dfsg-1_amd64.deb",
     "14f7d959d5deacbcf1504830d4189f91fc67382b399ed9ae9d3aa9c4050ced08",

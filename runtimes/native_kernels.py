@@ -1,13 +1,18 @@
 """rxt-edge's own CPU kernels: where the library is, whether this machine can run it, and registering it.
 
-Graphs name our kernels as ONNX functions (`rxt_edge.MemoryAttentionInt8`, docs/graph-contract.md *Our own
-kernels*): onnxruntime runs the library's kernel where a session registered it and the function's body (its own
+Graphs name our kernels as ONNX functions (`rxt_edge.MemoryAttentionInt8`, `rxt_edge.MatMulInt4`;
+docs/graph-contract.md *Our own kernels*): onnxruntime runs the library's kernel where a session registered it and the function's body (its own
 operators) everywhere else, so a package runs with or without the library and gives the same answers within
 quantization error. The library is built on the user's machine (`rxt-edge kernels build`, runtimes/
 kernel_build.py) into the user cache directory; the runtime registers it in CPU sessions when it is there.
 
 `RXT_EDGE_KERNELS`: unset, the built library if there is one; `off` (or `0`), never; a path, that library (an
 error if it cannot be used: it was asked for by name).
+
+The 4-bit product kernel (`rxt_edge.MatMulInt4`) is used only where it measured faster than onnxruntime's
+MatMulNBits: CPUs without VNNI (AVX2 only: 17-28% less time for alpha-mini's products on an EPYC). With
+AVX-VNNI or AVX512-VNNI, onnxruntime's own kernel was as fast or faster (a Xeon with both), so there the library
+registers its other kernels only and the function's body runs. `RXT_EDGE_KERNEL_MATMUL_INT4=on|off` overrides.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ DOMAIN = "rxt_edge"  # the ONNX domain of our functions / kernels
 LIBRARY_NAME = {"linux": "librxt_edge_kernels.so", "darwin": "librxt_edge_kernels.dylib"}.get(
     sys.platform, "rxt_edge_kernels.dll"
 )
+MATMUL_ENV = "RXT_EDGE_KERNEL_MATMUL_INT4"  # on | off | auto (default)
+MATMUL_CONFIG_KEY = "rxt_edge.matmul_int4"  # the session config entry the library reads: "1" or "0"
+VNNI_FLAGS = frozenset({"avx_vnni", "avx512_vnni"})
 MIN_ONNXRUNTIME = (1, 21)  # the C API version the library is built against (Debian's 1.21 headers)
 _OFF = {"off", "0", "no", "false"}
 
@@ -79,6 +87,23 @@ def _cpu_flags() -> frozenset[str] | None:
     return None
 
 
+def matmul_int4_choice() -> tuple[bool, str]:
+    """Whether sessions run our 4-bit product kernel, and why (RXT_EDGE_KERNEL_MATMUL_INT4, else the CPU)."""
+    setting = os.environ.get(MATMUL_ENV, "auto").strip().lower()
+    if setting in ("on", "1", "yes", "true"):
+        return True, f"{MATMUL_ENV}={setting}"
+    if setting in _OFF:
+        return False, f"{MATMUL_ENV}={setting}"
+    if setting not in ("", "auto"):
+        raise KernelLibraryError(f"{MATMUL_ENV}={setting}: use on, off or auto")
+    flags = _cpu_flags()
+    if flags is None:
+        return False, "the CPU's features are unknown"
+    if flags & VNNI_FLAGS:
+        return False, "this CPU has VNNI, where onnxruntime's MatMulNBits is as fast"
+    return True, "this CPU has no VNNI, where ours is faster"
+
+
 def chosen_library() -> Path | None:
     """The library CPU sessions register: RXT_EDGE_KERNELS's path, else the built one if present; None if off,
     absent or unusable on this machine. KernelLibraryError where a path was named and cannot be used."""
@@ -106,6 +131,7 @@ def register(options: ort.SessionOptions) -> Path | None:
     path = chosen_library()
     if path is None:
         return None
+    options.add_session_config_entry(MATMUL_CONFIG_KEY, "1" if matmul_int4_choice()[0] else "0")
     try:
         options.register_custom_ops_library(str(path))
     except Exception as e:  # noqa: BLE001 - onnxruntime raises plain RuntimeErrors (Fail) for a bad library
@@ -134,7 +160,12 @@ def status() -> str:
     except KernelLibraryError as e:
         return f"unusable: {e}"
     if path is not None:
-        return f"on: {path}"
+        try:
+            matmul, why = matmul_int4_choice()
+        except KernelLibraryError as e:
+            return f"unusable: {e}"
+        who = "ours" if matmul else "onnxruntime's"
+        return f"on: {path} (4-bit products: {who}, {why})"
     if reason:
         return f"not available: {reason}"
     return f"not built (`rxt-edge kernels build` puts it at {default_library()})"

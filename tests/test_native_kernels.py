@@ -16,9 +16,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from kernel_checks import teacher_forced_logits
 from onnx import TensorProto, helper
 from rxt_edge.export import memory_kernel
-from rxt_edge.export.graph_driver import GraphDriver
 from rxt_edge.export.quantize import quantize_package
 from rxt_edge.runtimes import kernel_build, native_kernels
 
@@ -120,14 +120,10 @@ def test_decoder_answers_alike_with_and_without_the_kernel(
     pkg = tmp_path_factory.mktemp("kernel_pkg") / "int8"
     quantize_package(tiny_package, pkg, "int8", memory_kv="int8")
     assert memory_kernel.uses_kernel(onnx.load(str(pkg / "decoder.onnx"), load_external_data=False)) > 0
-    drivers = {}
-    for name, setting in (("off", "off"), ("on", str(library))):
-        monkeypatch.setenv(native_kernels.ENV, setting)
-        drivers[name] = GraphDriver.load(pkg, threads=1)
-    stm = np.random.default_rng(1).standard_normal(np.load(pkg / "initial_stm.npy").shape).astype(np.float32)
-    prompt = drivers["off"].prompt([5, 17, 42, 99, 7])
-    answer, _ = drivers["off"].answer_logits(stm, prompt, None, 10)
-    (_, off), (_, on) = (d.answer_logits(stm, prompt, answer, 10) for d in (drivers["off"], drivers["on"]))
+    logits = teacher_forced_logits(
+        pkg, monkeypatch, {"off": {native_kernels.ENV: "off"}, "on": {native_kernels.ENV: str(library)}}
+    )
+    off, on = logits["off"], logits["on"]
     assert 0 < float(np.abs(on - off).max()) < 0.05 * float(np.abs(off).max())
 
 

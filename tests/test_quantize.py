@@ -42,7 +42,7 @@ THRESHOLDS = {
 }
 QUANT_OPS = {
     "int8": {"MatMulNBits"},
-    "int4": {"MatMulNBits"},
+    "int4": {"MatMulInt4"},  # MatMulNBits inside rxt_edge.MatMulInt4 calls (export/matmul_kernel.py)
     "int8-dynamic": {"MatMulInteger", "DynamicQuantizeMatMul"},
 }
 # The CPU schemes with their own code path; int8-block / int4-block are int8 / int4 with block 32
@@ -123,6 +123,15 @@ def test_cpu_scheme_manifest_and_graphs(tiny_package: Path, quantized, scheme: s
         block = min(cfg.block_size, 1 << (attrs["K"].bit_length() - 1))  # no block longer than K
         assert (attrs["bits"], attrs["block_size"], attrs["accuracy_level"]) == (cfg.bits, block, 4)
         assert len(node.input) < 4 or not node.input[3]  # symmetric: no zero points
+    calls = [
+        n for n in graph.graph.node if n.op_type == "MatMulInt4"
+    ]  # int4: the function's body as configured
+    for function in (f for f in graph.functions if f.name == "MatMulInt4"):
+        (body,) = function.node
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in body.attribute if not a.ref_attr_name}
+        cfg = BLOCK_SCHEMES[scheme]
+        assert (attrs["bits"], attrs["block_size"], attrs["accuracy_level"]) == (cfg.bits, cfg.block_size, 4)
+    assert bool(calls) == (scheme == "int4") and all(len(n.input) == 3 for n in calls)  # symmetric
     sess = ort.InferenceSession(str(out / "decoder.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == [t.name for t in src.graphs["decoder"].inputs]
 

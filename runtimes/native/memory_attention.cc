@@ -13,18 +13,17 @@
 //   heads        float [B, R, h, hd] = softmax(q . K) V   (the query arrives scaled by 1/sqrt(hd))
 // Numbers: a query row is quantized to 14 bits (one scale per row), probabilities to 11 bits, products are
 // summed in int32; both are finer than onnxruntime's 8-bit dynamic quantization of the same path.
-#define ORT_API_MANUAL_INIT
-#include "onnxruntime_cxx_api.h"
-#include "onnxruntime_lite_custom_op.h"
-
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "kernels.h"
 
 namespace {
 
@@ -327,17 +326,8 @@ Ort::Status MemoryAttentionInt8(OrtKernelContext* context, const Ort::Custom::Te
 
 }  // namespace
 
-// onnxruntime calls this once per session that registers the library: the domain and its op are made once.
-extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
-RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
-  const OrtApi* api = api_base->GetApi(ORT_API_VERSION);
-  if (api == nullptr) return nullptr;  // an onnxruntime older than these headers: the loader checks first
-  Ort::InitApi(api);
+Ort::Custom::OrtLiteCustomOp* MemoryAttentionInt8Op() {
   static std::unique_ptr<Ort::Custom::OrtLiteCustomOp> op{
       Ort::Custom::CreateLiteCustomOp("MemoryAttentionInt8", "CPUExecutionProvider", MemoryAttentionInt8)};
-  static Ort::CustomOpDomain domain{"rxt_edge"};
-  static const bool added = (domain.Add(op.get()), true);
-  (void)added;
-  Ort::UnownedSessionOptions(options).Add(domain);
-  return nullptr;
+  return op.get();
 }
