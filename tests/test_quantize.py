@@ -123,15 +123,15 @@ def test_cpu_scheme_manifest_and_graphs(tiny_package: Path, quantized, scheme: s
         block = min(cfg.block_size, 1 << (attrs["K"].bit_length() - 1))  # no block longer than K
         assert (attrs["bits"], attrs["block_size"], attrs["accuracy_level"]) == (cfg.bits, block, 4)
         assert len(node.input) < 4 or not node.input[3]  # symmetric: no zero points
-    calls = [
-        n for n in graph.graph.node if n.op_type == "MatMulInt4"
-    ]  # int4: the function's body as configured
+    # int4: calls of rxt_edge.MatMulInt4 (A, B, scales and maybe the bias: no zero points), the body as configured
+    calls = [n for n in graph.graph.node if n.op_type == "MatMulInt4"]
     for function in (f for f in graph.functions if f.name == "MatMulInt4"):
         (body,) = function.node
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in body.attribute if not a.ref_attr_name}
         cfg = BLOCK_SCHEMES[scheme]
         assert (attrs["bits"], attrs["block_size"], attrs["accuracy_level"]) == (cfg.bits, cfg.block_size, 4)
-    assert bool(calls) == (scheme == "int4") and all(len(n.input) == 3 for n in calls)  # symmetric
+    assert bool(calls) == (scheme == "int4") and all(len(n.input) in (3, 4) for n in calls)
+    assert any(len(n.input) == 4 for n in calls) == (scheme == "int4")  # the feed-forward's bias taken in
     sess = ort.InferenceSession(str(out / "decoder.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == [t.name for t in src.graphs["decoder"].inputs]
 
