@@ -196,6 +196,11 @@ def summarize(cells: list[dict[str, Any]]) -> None:
             }
         ours, theirs = (s.get(e, {}).get("decode_ms_per_token") for e in ("rxt-edge", "genai"))
         s["rxt_over_genai"] = ours / theirs if ours and theirs else None
+        # each round's own ratio (the two engines ran back to back): drift between rounds cancels out, which a
+        # ratio of the two medians does not do on a host whose speed moves
+        paired = [r["rxt-edge"]["decode_ms_per_token"] / r["genai"]["decode_ms_per_token"]
+                  for r in cell["rounds"] if "rxt-edge" in r and "genai" in r]  # fmt: skip
+        s["paired_ratio"] = {"median": median(paired), "rounds": paired} if paired else None
         b = cell.get("bytes_per_token", {})
         both = "rxt-edge" in b and "genai" in b and b["genai"]["total"]
         s["bytes_ratio"] = b["rxt-edge"]["total"] / b["genai"]["total"] if both else None
@@ -211,10 +216,11 @@ def markdown_table(report: dict[str, Any]) -> str:
     head = (
         f"Decode ms/token, median over {st['turns']} turns per round, {st['rounds']} round(s) alternated "
         f"(range over rounds); {st['provider']}, {st['threads']} thread(s); {QUERY_TOKENS + 3}-token prompt, "
-        f"{ANSWER_TOKENS} tokens. Machine: {report['machine']['cpu']}. onnxruntime-genai "
+        f"{ANSWER_TOKENS} tokens. Machine: {report['machine']['cpu']}. rxt-edge's CPU kernels: "
+        f"{report['machine'].get('rxt_edge_kernels', 'unknown')}. onnxruntime-genai "
         f"{report['versions']['onnxruntime_genai']}, same-dims Llama from its builder.\n"
     )
-    cols = ["preset", "precision", "rxt-edge", "onnxruntime-genai", "rxt-edge / genai", "TTFT rxt-edge (ms)",
+    cols = ["preset", "precision", "rxt-edge", "onnxruntime-genai", "rxt-edge / genai", "per round: median (range)", "TTFT rxt-edge (ms)",
             "TTFT genai (ms)", "MB read / token, rxt-edge (STM K/V) / genai", "ratio per byte"] + (["PyTorch eager rxlm fp32 (x rxt-edge)"] if st["reference"] else [])  # fmt: skip
     out = [head, "| " + " | ".join(cols) + " |", "|---|---|" + "---:|" * (len(cols) - 2)]
     for cell in report["cells"]:
@@ -227,6 +233,7 @@ def markdown_table(report: dict[str, Any]) -> str:
             _span(rx.get("decode_ms_per_token_rounds", [])),
             _span(ge.get("decode_ms_per_token_rounds", [])),
             "-" if ratio is None else f"{ratio:.2f}",
+            "-" if s.get("paired_ratio") is None else _span(s["paired_ratio"]["rounds"]),
             _span(rx.get("prompt_ms_rounds", []), ".1f"),
             _span(ge.get("prompt_ms_rounds", []), ".1f"),
             _bytes_cell(cell.get("bytes_per_token", {})),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rxt_edge.runtimes import native_kernels
 
 from rxt_edge import contract
 
@@ -55,6 +56,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,
         "numpy": np.__version__,
+        "rxt_edge_kernels": native_kernels.status(),  # our own CPU kernels: on (which) or why not
     }
     try:
         import torch

@@ -1,13 +1,13 @@
-"""The 4-bit weight-only product as one ONNX function, `rxt_edge.MatMulInt4`: our kernel where it is built,
-onnxruntime's MatMulNBits everywhere else.
+"""The 4-bit weight-only product as an ONNX function, `rxt_edge.MatMulInt4` (and `MatMulInt4Bias`, the product
+with the bias Add that followed it): our kernel where it is built, onnxruntime's own operators everywhere else.
 
-The function's body is the very MatMulNBits node it replaces (4 bits, blocks of 32, accuracy level 4, no zero
-points: the int4 scheme's products) with the bias Add that follows it, if any (onnxruntime fuses that Add into
-MatMulNBits but cannot into a custom op), K and N passed as the call's attributes; so a package runs
-unchanged wherever the library is missing (CUDA, other runtimes), and CPU sessions that registered
-rxt-edge's library (runtimes/native_kernels.py) run runtimes/native/matmul_int4.cc at one activation row
-(decode steps), which does the same arithmetic in about half the instructions on AVX2, and onnxruntime's own
-MatMulNBits, invoked by the kernel, for prompts. See export/memory_kernel.py for the mechanism.
+Each function's body is exactly the nodes it replaces: MatMulNBits (4 bits, blocks of 32, accuracy level 4, no
+zero points: the int4 scheme's products), then for MatMulInt4Bias the Add of the bias, with K and N passed as
+the call's attributes. So a package runs unchanged wherever the library is missing (CUDA, other runtimes: the
+same graph as before, onnxruntime fusing the Add where its kernels can), and CPU sessions that registered
+rxt-edge's library (runtimes/native_kernels.py) run runtimes/native/matmul_int4.cc, which does the same
+arithmetic in about half the AVX2 instructions and adds the bias itself (onnxruntime cannot fuse an Add into a
+custom op: left outside, the Adds cost half the kernel's gain). See export/memory_kernel.py for the mechanism.
 """
 
 from __future__ import annotations
@@ -17,27 +17,32 @@ from onnx import helper
 from rxt_edge.runtimes.native_kernels import DOMAIN
 from rxt_edge.runtimes.operators import MS_DOMAIN
 
-FUNCTION = "MatMulInt4"
+FUNCTION, FUNCTION_BIAS = "MatMulInt4", "MatMulInt4Bias"
+FUNCTIONS = (FUNCTION, FUNCTION_BIAS)
 ATTRIBUTES = {"bits": 4, "block_size": 32, "accuracy_level": 4}  # what the kernel computes, besides K and N
 
 
-def function_proto() -> onnx.FunctionProto:
-    """MatMulNBits(A, B, scales, bias) with the call's K and N (a call without a bias leaves it out)."""
-    body = helper.make_node(
-        "MatMulNBits", ["A", "B", "scales", "", "", "bias"], ["Y"], domain=MS_DOMAIN, **ATTRIBUTES
-    )
-    for name in ("K", "N"):
-        ref = onnx.AttributeProto(name=name, ref_attr_name=name, type=onnx.AttributeProto.INT)
-        body.attribute.append(ref)
-    imports = [helper.make_opsetid(MS_DOMAIN, 1)]
-    inputs = ["A", "B", "scales", "bias"]
-    return helper.make_function(DOMAIN, FUNCTION, inputs, ["Y"], [body], imports, ["K", "N"])
+def function_proto(name: str = FUNCTION, opset: int = 18) -> onnx.FunctionProto:
+    """MatMulNBits(A, B, scales) with the call's K and N; for FUNCTION_BIAS, then + bias (`opset`: the model's)."""
+    with_bias = name == FUNCTION_BIAS
+    product = "P" if with_bias else "Y"
+    nodes = [helper.make_node("MatMulNBits", ["A", "B", "scales"], [product], domain=MS_DOMAIN, **ATTRIBUTES)]
+    for attr in ("K", "N"):
+        ref = onnx.AttributeProto(name=attr, ref_attr_name=attr, type=onnx.AttributeProto.INT)
+        nodes[0].attribute.append(ref)
+    if with_bias:
+        nodes.append(helper.make_node("Add", [product, "bias"], ["Y"]))
+    imports = [helper.make_opsetid(MS_DOMAIN, 1), helper.make_opsetid("", opset)]
+    inputs = ["A", "B", "scales"] + (["bias"] if with_bias else [])
+    return helper.make_function(DOMAIN, name, inputs, ["Y"], nodes, imports, ["K", "N"])
 
 
-def declare(model: onnx.ModelProto) -> None:
-    """Put the function (once) and its domains' opset imports into `model`."""
-    if not any(f.domain == DOMAIN and f.name == FUNCTION for f in model.functions):
-        model.functions.append(function_proto())
+def declare(model: onnx.ModelProto, names: tuple[str, ...] = FUNCTIONS) -> None:
+    """Put the functions `names` (once each) and their domains' opset imports into `model`."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
+    for name in names:
+        if not any(f.domain == DOMAIN and f.name == name for f in model.functions):
+            model.functions.append(function_proto(name, opset))
     for domain in (DOMAIN, MS_DOMAIN):
         if not any(o.domain == domain for o in model.opset_import):
             model.opset_import.append(helper.make_opsetid(domain, 1))
@@ -75,9 +80,9 @@ def _bias_add(model: onnx.ModelProto, call: onnx.NodeProto, n: int) -> onnx.Node
 
 
 def rewrite(model: onnx.ModelProto) -> int:
-    """Turn every product the kernel computes into a call of the function (in place), taking in the bias Add
-    that follows it (onnxruntime fuses that Add into MatMulNBits, never into a custom op); returns how many."""
-    count, absorbed = 0, []
+    """Turn every product the kernel computes into a call of MatMulInt4, or of MatMulInt4Bias taking in the bias
+    Add that follows it (in place); returns how many."""
+    count, absorbed, used = 0, [], set()
     for node in model.graph.node:
         if takes(node, model):
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -88,17 +93,19 @@ def rewrite(model: onnx.ModelProto) -> int:
             )
             add = _bias_add(model, node, attrs["N"])
             if add is not None:
+                node.op_type = FUNCTION_BIAS
                 node.input.append(add.input[1] if add.input[0] == node.output[0] else add.input[0])
                 node.output[0] = add.output[0]
                 absorbed.append(add)
+            used.add(node.op_type)
             count += 1
     for add in absorbed:
         model.graph.node.remove(add)
-    if count:
-        declare(model)
+    if used:
+        declare(model, tuple(sorted(used)))
     return count
 
 
 def uses_kernel(model: onnx.ModelProto) -> int:
     """How many nodes of `model`'s graph call the function (what a kernel library would run)."""
-    return sum(1 for n in model.graph.node if n.domain == DOMAIN and n.op_type == FUNCTION)
+    return sum(1 for n in model.graph.node if n.domain == DOMAIN and n.op_type in FUNCTIONS)

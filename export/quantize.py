@@ -338,11 +338,9 @@ def quantize_graph_block(
             )
             q.process()
         model = q.model.model
-    matmul_kernel.rewrite(
-        model
-    )  # the 4-bit products -> rxt_edge.MatMulInt4: our CPU kernel, else MatMulNBits
+    matmul_kernel.rewrite(model)  # 4-bit products -> rxt_edge.MatMulInt4 (our CPU kernel, else MatMulNBits)
     _save(model, out)
-    return _count(model, ("MatMulNBits", "GatherBlockQuantized", matmul_kernel.FUNCTION))
+    return _count(model, ("MatMulNBits", "GatherBlockQuantized", *matmul_kernel.FUNCTIONS))
 
 
 def convert_graph_fp16(model: onnx.ModelProto, out: Path, graph: str = "") -> int:

@@ -1,16 +1,16 @@
 """rxt-edge's own CPU kernels: where the library is, whether this machine can run it, and registering it.
 
-Graphs name our kernels as ONNX functions (`rxt_edge.MemoryAttentionInt8`, `rxt_edge.MatMulInt4`;
-docs/graph-contract.md *Our own kernels*): onnxruntime runs the library's kernel where a session registered it and the function's body (its own
-operators) everywhere else, so a package runs with or without the library and gives the same answers within
-quantization error. The library is built on the user's machine (`rxt-edge kernels build`, runtimes/
+Graphs name our kernels as ONNX functions (`rxt_edge.MemoryAttentionInt8`, `rxt_edge.MatMulInt4[Bias]`;
+docs/graph-contract.md *Our own kernels*): onnxruntime runs the library's kernel where a session registered it
+and the function's body (its own operators) everywhere else, so a package runs with or without the library and
+gives the same answers within quantization error. The library is built on the user's machine (`rxt-edge kernels build`, runtimes/
 kernel_build.py) into the user cache directory; the runtime registers it in CPU sessions when it is there.
 
 `RXT_EDGE_KERNELS`: unset, the built library if there is one; `off` (or `0`), never; a path, that library (an
 error if it cannot be used: it was asked for by name).
 
-The 4-bit product kernel (`rxt_edge.MatMulInt4`) is used only where it measured faster than onnxruntime's
-MatMulNBits: CPUs without VNNI (AVX2 only: 17-28% less time for alpha-mini's products on an EPYC). With
+The 4-bit product kernel (`rxt_edge.MatMulInt4[Bias]`) is used only where it measured faster than onnxruntime's
+MatMulNBits: CPUs without VNNI (AVX2 only: alpha-mini's products 5.1-6.2 -> 4.5-5.9 ms on an EPYC). With
 AVX-VNNI or AVX512-VNNI, onnxruntime's own kernel was as fast or faster (a Xeon with both), so there the library
 registers its other kernels only and the function's body runs. `RXT_EDGE_KERNEL_MATMUL_INT4=on|off` overrides.
 """

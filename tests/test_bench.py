@@ -122,6 +122,9 @@ def test_machine_targets_and_plot(bench_run):
     report, _, out = bench_run
     assert report["schema"] == "rxt-edge-bench/1"
     assert report["machine"]["logical_cpus"] >= 1 and report["machine"]["onnxruntime"]
+    assert report["machine"]["rxt_edge_kernels"].startswith(
+        ("on:", "off", "not built", "not available", "unusable")
+    )
     assert _positive(report["bandwidth"]["gb_per_s"])
     assert report["targets"] and all(t["met"] in (True, False, None) for t in report["targets"])
     if plot_available():
@@ -467,6 +470,7 @@ def test_decode_compare_table_on_tiny(bench_run, tmp_path, capsys):
     table = capsys.readouterr().out
     assert "| tiny | fp32 |" in table and "| tiny | int4 |" in table
     report = json.loads(out.read_text())
+    assert f"rxt-edge's CPU kernels: {report['machine']['rxt_edge_kernels']}." in table  # part of the figures
     assert report["settings"]["threads"] == 1 and report["versions"]["onnxruntime_genai"]
     for cell in report["cells"]:
         (rnd,) = cell["rounds"]
@@ -478,6 +482,11 @@ def test_decode_compare_table_on_tiny(bench_run, tmp_path, capsys):
         ratio = s["rxt-edge"]["decode_ms_per_token"] / s["genai"]["decode_ms_per_token"]
         assert s["rxt_over_genai"] == pytest.approx(ratio)
         assert f"{ratio:.2f}" in table
+        (paired,) = s["paired_ratio"]["rounds"]  # one round: its own ratio
+        assert paired == pytest.approx(
+            rnd["rxt-edge"]["decode_ms_per_token"] / rnd["genai"]["decode_ms_per_token"]
+        )
+        assert s["paired_ratio"]["median"] == pytest.approx(paired) and f"| {paired:.2f} |" in table
         # bytes per token: the STM K/V from the package's dims (float32 K and V per memory layer), the Llama none
         b = cell["bytes_per_token"]
         d = load_manifest(cell["rxt_package"]).model

@@ -63,6 +63,8 @@ def _product_model(
         assert matmul_kernel.rewrite(model) == 1
         (call,) = model.graph.node  # the Add, if any, taken in
         assert list(call.input) == ["A", "B", "scales"] + (["bias"] if bias is not None else [])
+        assert call.op_type == (matmul_kernel.FUNCTION_BIAS if bias is not None else matmul_kernel.FUNCTION)
+        assert [f.name for f in model.functions] == [call.op_type]  # only the functions used are declared
     else:  # (the rewrite needs float scales as initializers; the call is made by hand here)
         call = model.graph.node[0]
         call.op_type, call.domain = matmul_kernel.FUNCTION, native_kernels.DOMAIN
@@ -124,7 +126,8 @@ def test_kernel_matches_matmulnbits_and_float(
     a = rng.standard_normal((*lead, k)).astype(np.float32)
     own, ran = _run_profiled(model, {"A": a}, kernel_library, threads=2, profile=tmp_path / "own")
     body, body_ran = _run_profiled(model, {"A": a}, None, profile=tmp_path / "body")
-    assert (ran, body_ran) == ({matmul_kernel.FUNCTION}, {"MatMulNBits"})  # our kernel, else the body
+    call = matmul_kernel.FUNCTION_BIAS if with_bias else matmul_kernel.FUNCTION
+    assert ran == {call} and call not in body_ran and "MatMulNBits" in body_ran  # our kernel, else the body
     want = a.astype(np.float64) @ _dequantized(packed, scales).T + (0 if bias is None else bias)
     assert own.shape == body.shape == want.shape == (*lead, n)
     spread = np.abs(want).max()
@@ -213,3 +216,4 @@ def test_rewrite_takes_in_only_a_bias_add_that_alone_reads_the_product() -> None
         assert matmul_kernel.rewrite(m) == 1
         assert any(n.op_type == "Add" for n in m.graph.node) is not taken
         assert len(m.graph.node[0].input) == 3 + taken
+        assert m.graph.node[0].op_type == (matmul_kernel.FUNCTION_BIAS if taken else matmul_kernel.FUNCTION)

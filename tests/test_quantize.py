@@ -42,7 +42,7 @@ THRESHOLDS = {
 }
 QUANT_OPS = {
     "int8": {"MatMulNBits"},
-    "int4": {"MatMulInt4"},  # MatMulNBits inside rxt_edge.MatMulInt4 calls (export/matmul_kernel.py)
+    "int4": {"MatMulInt4", "MatMulInt4Bias"},  # MatMulNBits inside rxt_edge function calls (matmul_kernel)
     "int8-dynamic": {"MatMulInteger", "DynamicQuantizeMatMul"},
 }
 # The CPU schemes with their own code path; int8-block / int4-block are int8 / int4 with block 32
@@ -124,14 +124,15 @@ def test_cpu_scheme_manifest_and_graphs(tiny_package: Path, quantized, scheme: s
         assert (attrs["bits"], attrs["block_size"], attrs["accuracy_level"]) == (cfg.bits, block, 4)
         assert len(node.input) < 4 or not node.input[3]  # symmetric: no zero points
     # int4: calls of rxt_edge.MatMulInt4 (A, B, scales and maybe the bias: no zero points), the body as configured
-    calls = [n for n in graph.graph.node if n.op_type == "MatMulInt4"]
-    for function in (f for f in graph.functions if f.name == "MatMulInt4"):
-        (body,) = function.node
+    calls = [n for n in graph.graph.node if n.op_type in ("MatMulInt4", "MatMulInt4Bias")]
+    for function in (f for f in graph.functions if f.name in ("MatMulInt4", "MatMulInt4Bias")):
+        body = function.node[0]  # (then the bias Add, in MatMulInt4Bias)
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in body.attribute if not a.ref_attr_name}
         cfg = BLOCK_SCHEMES[scheme]
         assert (attrs["bits"], attrs["block_size"], attrs["accuracy_level"]) == (cfg.bits, cfg.block_size, 4)
-    assert bool(calls) == (scheme == "int4") and all(len(n.input) in (3, 4) for n in calls)
-    assert any(len(n.input) == 4 for n in calls) == (scheme == "int4")  # the feed-forward's bias taken in
+    assert bool(calls) == (scheme == "int4")
+    assert all(len(n.input) == (4 if n.op_type == "MatMulInt4Bias" else 3) for n in calls)
+    assert any(n.op_type == "MatMulInt4Bias" for n in calls) == (scheme == "int4")  # the FF's bias taken in
     sess = ort.InferenceSession(str(out / "decoder.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == [t.name for t in src.graphs["decoder"].inputs]
 

@@ -7,3 +7,4 @@
 // Each made once a process, however many sessions register the library.
 Ort::Custom::OrtLiteCustomOp* MemoryAttentionInt8Op();  // memory_attention.cc
 Ort::Custom::OrtLiteCustomOp* MatMulInt4Op();           // matmul_int4.cc
+Ort::Custom::OrtLiteCustomOp* MatMulInt4BiasOp();       // matmul_int4.cc: the same kernel with the bias

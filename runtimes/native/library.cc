@@ -36,7 +36,7 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   if (api == nullptr) return nullptr;  // an onnxruntime older than these headers: the loader checks first
   Ort::InitApi(api);
   static Ort::CustomOpDomain all{"rxt_edge"}, without_matmul{"rxt_edge"};
-  static const bool added = (all.Add(MemoryAttentionInt8Op()), all.Add(MatMulInt4Op()),
+  static const bool added = (all.Add(MemoryAttentionInt8Op()), all.Add(MatMulInt4Op()), all.Add(MatMulInt4BiasOp()),
                              without_matmul.Add(MemoryAttentionInt8Op()), true);
   (void)added;
   Ort::UnownedSessionOptions(options).Add(WantsMatMulInt4(api, options) ? all : without_matmul);

@@ -4,13 +4,14 @@
 // accuracy level 4: activations quantized to int8 per block) spends ~2x the instructions this needs at M = 1 on
 // AVX2; its products were 5.1 ms of alpha-mini's ~7.3 ms a token on our 2 GHz EPYC (this kernel: ~3.7 ms).
 //
-// rxt_edge.MatMulInt4(A, B, scales[, bias]) -> Y, the function the quantizer writes (export/matmul_kernel.py), whose body
-// is that MatMulNBits; the layout is MatMulNBits' own, read as stored:
+// rxt_edge.MatMulInt4(A, B, scales) and MatMulInt4Bias(A, B, scales, bias) -> Y, the functions the quantizer
+// writes (export/matmul_kernel.py), whose bodies are that MatMulNBits (then the Add of the bias); the layout is
+// MatMulNBits' own, read as stored:
 //   A       float [..., K]          (M rows: the product of the leading dims)
 //   B       uint8 [N, K / 32, 16]   per row n and block b, 32 4-bit values q; element 2j in the low nibble of
 //                                   byte j, element 2j + 1 in the high one; weight = (q - 8) * scale
 //   scales  float [N * K / 32]
-//   bias    float [N], optional (the Add after the product, taken in by the quantizer)
+//   bias    float [N] (MatMulInt4Bias: the Add after the product, taken in by the quantizer)
 //   Y       float [..., N]
 // Numbers: each block of 32 activations is quantized to int8 with its own scale (max |a| / 127, rounded to
 // nearest), as MatMulNBits does at accuracy level 4: the outputs agree with it to float rounding.
@@ -231,5 +232,11 @@ struct MatMulInt4 {
 Ort::Custom::OrtLiteCustomOp* MatMulInt4Op() {
   static std::unique_ptr<Ort::Custom::OrtLiteCustomOp> op{
       Ort::Custom::CreateLiteCustomOp<MatMulInt4>("MatMulInt4", "CPUExecutionProvider")};
+  return op.get();
+}
+
+Ort::Custom::OrtLiteCustomOp* MatMulInt4BiasOp() {  // the same kernel, called with the bias
+  static std::unique_ptr<Ort::Custom::OrtLiteCustomOp> op{
+      Ort::Custom::CreateLiteCustomOp<MatMulInt4>("MatMulInt4Bias", "CPUExecutionProvider")};
   return op.get();
 }
