@@ -1,8 +1,10 @@
-// rxt-edge's own CPU kernel: a 4-bit weight-only product at one activation row (a decode step), AVX2.
+// rxt-edge's own CPU kernel: the 4-bit weight-only products of the int4 scheme, AVX2.
 //
-// Why: a decode step is one row times every weight matrix. onnxruntime's MatMulNBits (4 bits, blocks of 32,
-// accuracy level 4: activations quantized to int8 per block) spends ~2x the instructions this needs at M = 1 on
-// AVX2; its products were 5.1 ms of alpha-mini's ~7.3 ms a token on our 2 GHz EPYC (this kernel: ~3.7 ms).
+// Why: a decode step is one activation row times every weight matrix. onnxruntime's MatMulNBits (4 bits, blocks
+// of 32, accuracy level 4: activations quantized to int8 per block) spends ~2x the instructions this needs at
+// M = 1 on AVX2: alpha-mini's products take it 5.1-6.2 ms a token on our 2 GHz EPYC, this kernel 4.5-5.9 (3.7-4.4
+// in a bare C++ loop). Where the CPU has VNNI they are memory-bound and onnxruntime's kernel is as fast, so
+// runtimes/native_kernels.py registers this one only without VNNI (library.cc reads its choice).
 //
 // rxt_edge.MatMulInt4(A, B, scales) and MatMulInt4Bias(A, B, scales, bias) -> Y, the functions the quantizer
 // writes (export/matmul_kernel.py), whose bodies are that MatMulNBits (then the Add of the bias); the layout is
@@ -23,8 +25,8 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <type_traits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels.h"
@@ -33,7 +35,8 @@ namespace {
 
 constexpr int64_t kBlock = 32;       // values per block (the function's block_size)
 constexpr int64_t kBlobBytes = 16;   // bytes per block
-constexpr int kRows = 4;             // weight rows sharing one pass over the activations
+constexpr int kDecodeRows = 4;       // weight rows sharing one pass over one activation row
+constexpr int kPromptRows = 2;       // ... over a tile of four activation rows
 constexpr int64_t kTaskRows = 64;    // weight rows per thread-pool task
 constexpr int kPrefetchBytes = 384;  // how far ahead of a row's stream to prefetch
 
@@ -93,7 +96,6 @@ struct PairWeights {
 
 inline PairWeights Unpack(const uint8_t* w, const float* scale) {
   const __m256i low = _mm256_set1_epi8(0x0F);
-  _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchBytes), _MM_HINT_T0);
   const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
   return {_mm256_and_si256(bytes, low), _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low),
           _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_broadcast_ss(scale)), _mm_broadcast_ss(scale + 1), 1)};
@@ -123,7 +125,9 @@ void Tile(const uint8_t* B, const float* scales, const float* bias, const Quanti
   }
   for (int64_t p = 0; p < pairs; ++p)
     for (int r = 0; r < R; ++r) {
-      const PairWeights w = Unpack(B + r * row_bytes + p * 2 * kBlobBytes, scales + r * blocks + p * 2);
+      const uint8_t* row = B + r * row_bytes + p * 2 * kBlobBytes;
+      _mm_prefetch(reinterpret_cast<const char*>(row + kPrefetchBytes), _MM_HINT_T0);  // (a hint: never faults)
+      const PairWeights w = Unpack(row, scales + r * blocks + p * 2);
       for (int m = 0; m < MT; ++m)
         acc[m][r] = _mm256_add_ps(acc[m][r], PairProduct(w, values[m] + p * 64, a_scales[m] + p * 8));
     }
@@ -165,7 +169,7 @@ struct Work {
 
 template <int MT>
 void Span(const Work& w, int64_t m0, int64_t first, int64_t end) {
-  constexpr int R = MT == 1 ? 4 : 2;
+  constexpr int R = MT == 1 ? kDecodeRows : kPromptRows;
   const int64_t blocks = w.a->blocks, row_bytes = blocks * kBlobBytes;
   auto tile = [&](auto rows, int64_t n) {
     constexpr int kTile = decltype(rows)::value;
