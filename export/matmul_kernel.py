@@ -17,6 +17,8 @@ from onnx import helper
 from rxt_edge.runtimes.native_kernels import DOMAIN
 from rxt_edge.runtimes.operators import MS_DOMAIN
 
+from . import kernel_functions
+
 FUNCTION, FUNCTION_BIAS = "MatMulInt4", "MatMulInt4Bias"
 FUNCTIONS = (FUNCTION, FUNCTION_BIAS)
 ATTRIBUTES = {"bits": 4, "block_size": 32, "accuracy_level": 4}  # what the kernel computes, besides K and N
@@ -39,42 +41,40 @@ def function_proto(name: str = FUNCTION, opset: int = 18) -> onnx.FunctionProto:
 
 def declare(model: onnx.ModelProto, names: tuple[str, ...] = FUNCTIONS) -> None:
     """Put the functions `names` (once each) and their domains' opset imports into `model`."""
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
     for name in names:
-        if not any(f.domain == DOMAIN and f.name == name for f in model.functions):
-            model.functions.append(function_proto(name, opset))
-    for domain in (DOMAIN, MS_DOMAIN):
-        if not any(o.domain == domain for o in model.opset_import):
-            model.opset_import.append(helper.make_opsetid(domain, 1))
+        kernel_functions.declare(model, name, lambda opset, name=name: function_proto(name, opset))
 
 
-def _float_initializer(model: onnx.ModelProto, name: str) -> bool:
-    return any(t.name == name and t.data_type == onnx.TensorProto.FLOAT for t in model.graph.initializer)
-
-
-def takes(node: onnx.NodeProto, model: onnx.ModelProto) -> bool:
+def takes(node: onnx.NodeProto, model: onnx.ModelProto, inits: dict | None = None) -> bool:
     """Whether `node` is a product the kernel computes: MatMulNBits with the function's settings, K a multiple
-    of 32, float scales, and only A, B and scales as inputs (no zero points, group index or bias)."""
+    of 32, float scales, and only A, B and scales as inputs (no zero points, group index or bias). `inits`: the
+    model's initializers by name, where the caller has them."""
     if node.op_type != "MatMulNBits" or node.domain != MS_DOMAIN or len(node.input) != 3:
         return False
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     if any(attrs.get(k) != v for k, v in ATTRIBUTES.items()) or set(attrs) != {*ATTRIBUTES, "K", "N"}:
         return False
-    return attrs["K"] % 32 == 0 and _float_initializer(model, node.input[2])
+    inits = _initializers(model) if inits is None else inits
+    scales = inits.get(node.input[2])
+    return attrs["K"] % 32 == 0 and scales is not None and scales.data_type == onnx.TensorProto.FLOAT
 
 
-def _bias_add(model: onnx.ModelProto, call: onnx.NodeProto, n: int) -> onnx.NodeProto | None:
+def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    return {t.name: t for t in model.graph.initializer}
+
+
+def _bias_add(
+    call: onnx.NodeProto, n: int, readers: dict, inits: dict, outputs: set
+) -> onnx.NodeProto | None:
     """The Add of a constant float [N] that is the only reader of `call`'s output, if there is one."""
     out = call.output[0]
-    readers = [node for node in model.graph.node if out in node.input]
-    if len(readers) != 1 or any(o.name == out for o in model.graph.output):
+    if len(readers.get(out, ())) != 1 or out in outputs:
         return None
-    (add,) = readers
+    (add,) = readers[out]
     if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or len(add.input) != 2:
         return None
-    other = add.input[1] if add.input[0] == out else add.input[0]
-    init = next((t for t in model.graph.initializer if t.name == other), None)
-    if init is None or init.data_type != onnx.TensorProto.FLOAT or list(init.dims) != [n]:
+    bias = inits.get(add.input[1] if add.input[0] == out else add.input[0])
+    if bias is None or bias.data_type != onnx.TensorProto.FLOAT or list(bias.dims) != [n]:
         return None
     return add
 
@@ -82,30 +82,37 @@ def _bias_add(model: onnx.ModelProto, call: onnx.NodeProto, n: int) -> onnx.Node
 def rewrite(model: onnx.ModelProto) -> int:
     """Turn every product the kernel computes into a call of MatMulInt4, or of MatMulInt4Bias taking in the bias
     Add that follows it (in place); returns how many."""
+    g, inits = model.graph, _initializers(model)
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in g.node:
+        for name in set(node.input):
+            readers.setdefault(name, []).append(node)
+    outputs = {o.name for o in g.output}
     count, absorbed, used = 0, [], set()
-    for node in model.graph.node:
-        if takes(node, model):
-            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-            node.op_type, node.domain = FUNCTION, DOMAIN
-            del node.attribute[:]
-            node.attribute.extend(
-                [helper.make_attribute("K", attrs["K"]), helper.make_attribute("N", attrs["N"])]
-            )
-            add = _bias_add(model, node, attrs["N"])
-            if add is not None:
-                node.op_type = FUNCTION_BIAS
-                node.input.append(add.input[1] if add.input[0] == node.output[0] else add.input[0])
-                node.output[0] = add.output[0]
-                absorbed.append(add)
-            used.add(node.op_type)
-            count += 1
+    for node in g.node:
+        if not takes(node, model, inits):
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        node.op_type, node.domain = FUNCTION, DOMAIN
+        del node.attribute[:]
+        node.attribute.extend(
+            [helper.make_attribute("K", attrs["K"]), helper.make_attribute("N", attrs["N"])]
+        )
+        add = _bias_add(node, attrs["N"], readers, inits, outputs)
+        if add is not None:
+            node.op_type = FUNCTION_BIAS
+            node.input.append(add.input[1] if add.input[0] == node.output[0] else add.input[0])
+            node.output[0] = add.output[0]
+            absorbed.append(add)
+        used.add(node.op_type)
+        count += 1
     for add in absorbed:
-        model.graph.node.remove(add)
+        g.node.remove(add)
     if used:
         declare(model, tuple(sorted(used)))
     return count
 
 
 def uses_kernel(model: onnx.ModelProto) -> int:
-    """How many nodes of `model`'s graph call the function (what a kernel library would run)."""
-    return sum(1 for n in model.graph.node if n.domain == DOMAIN and n.op_type in FUNCTIONS)
+    """How many nodes of `model`'s graph call one of the functions (what a kernel library would run)."""
+    return kernel_functions.calls(model, FUNCTIONS)

@@ -23,6 +23,8 @@ from onnx import helper, numpy_helper
 from rxt_edge.runtimes.native_kernels import DOMAIN
 from rxt_edge.runtimes.operators import MS_DOMAIN
 
+from . import kernel_functions
+
 FUNCTION = "MemoryAttentionInt8"
 INPUTS = ["query", "key", "key_scale", "value", "value_scale"]
 
@@ -46,13 +48,8 @@ def function_proto(heads: int, head_dim: int, opset: int) -> onnx.FunctionProto:
 
 
 def declare(model: onnx.ModelProto, heads: int, head_dim: int) -> None:
-    """Put the function (once) and its domain's opset import into `model`."""
-    if not any(f.domain == DOMAIN and f.name == FUNCTION for f in model.functions):
-        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
-        model.functions.append(function_proto(heads, head_dim, opset))
-    for domain in (DOMAIN, MS_DOMAIN):
-        if not any(o.domain == domain for o in model.opset_import):
-            model.opset_import.append(helper.make_opsetid(domain, 1))
+    """Put the function (once) and its domains' opset imports into `model`."""
+    kernel_functions.declare(model, FUNCTION, lambda opset: function_proto(heads, head_dim, opset))
 
 
 def call(
@@ -66,4 +63,4 @@ def call(
 
 def uses_kernel(model: onnx.ModelProto) -> int:
     """How many nodes of `model`'s graph call the function (what a kernel library would run)."""
-    return sum(1 for n in model.graph.node if n.domain == DOMAIN and n.op_type == FUNCTION)
+    return kernel_functions.calls(model, (FUNCTION,))
